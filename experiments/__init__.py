@@ -1,0 +1,1 @@
+"""siyu experiments: holdout assignment, outreach readouts, uplift models, targeting simulator."""

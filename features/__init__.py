@@ -1,0 +1,1 @@
+"""siyu features: data contract, ingest, OneID, point-in-time feature snapshots and labels."""

@@ -1,0 +1,1 @@
+"""siyu serving: outreach tiering policy, nightly batch scoring and the BentoML HTTP service."""

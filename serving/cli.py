@@ -1,0 +1,9 @@
+"""`siyu score`, `siyu serve` and `siyu report`: scores become decisions."""
+
+from __future__ import annotations
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    """Attach the serving commands to the root app."""

@@ -1,0 +1,3 @@
+"""siyu: predictive modeling and experimentation for private-domain retail."""
+
+__version__ = "0.1.0"
