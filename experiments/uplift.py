@@ -1,0 +1,407 @@
+"""Uplift models learned from past randomised campaigns, their evaluation, and per-channel estimates.
+
+* :class:`TLearner` — two outcome models, one per arm; uplift = μ₁(x) − μ₀(x).
+* :class:`XLearner` (Künzel et al., 2019) — stage 1 as the T-learner; stage 2 regresses the imputed
+  effects ``D₁ = Y₁ − μ₀(X₁)`` and ``D₀ = μ₁(X₀) − Y₀`` on x; uplift = g·τ₀(x) + (1 − g)·τ₁(x) with
+  g the (randomised, hence constant) treatment share.
+
+Both wrap LightGBM, follow the scikit-learn estimator contract (configuration in ``__init__``, no work
+there, ``fit(X, y, treatment)`` returns self, fitted state ends in ``_``) and are deterministic for a
+given ``random_state`` (single-threaded, ``deterministic=True``). Metrics — Qini curve, Qini AUC,
+uplift AUC (AUUC) and uplift@k — come from ``sklift.metrics``.
+
+:func:`channel_uplift_table` turns the campaign log into the per-channel uplift estimates (mean
+uplift in conversion and net revenue with confidence intervals and sample sizes) that the tiering
+policy can use in place of its priors; it is a plain pydantic model saved as JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field
+from sklearn.base import BaseEstimator
+
+from experiments.readout import ReadoutConfig, diff_in_means
+
+Outcome = Literal["binary", "continuous"]
+
+
+# ----------------------------------------------------------------------------- feature frame
+
+
+def _as_frame(X: Any) -> pd.DataFrame:
+    if isinstance(X, pd.DataFrame):
+        return X
+    arr = np.asarray(X)
+    if arr.ndim != 2:
+        raise ValueError(f"X must be 2-d, got shape {arr.shape}")
+    return pd.DataFrame(arr, columns=[f"x{i}" for i in range(arr.shape[1])])
+
+
+def _model_columns(X: pd.DataFrame) -> list[str]:
+    """Numeric, boolean and categorical columns (ids, timestamps and free text are left out)."""
+    keep = []
+    for c in X.columns:
+        s = X[c]
+        categorical = isinstance(s.dtype, pd.CategoricalDtype) or pd.api.types.is_bool_dtype(s)
+        numeric = pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_datetime64_any_dtype(s)
+        text = pd.api.types.is_object_dtype(s) or pd.api.types.is_string_dtype(s)
+        # Free text and ids (many distinct values) are not features.
+        if categorical or numeric or (text and c != "customer_id" and s.nunique(dropna=True) <= 50):
+            keep.append(c)
+    return keep
+
+
+def _encode(X: pd.DataFrame, columns: list[str], categories: dict[str, list[str]]) -> pd.DataFrame:
+    missing = [c for c in columns if c not in X.columns]
+    if missing:
+        raise ValueError(f"X lacks the columns the model was fitted on: {missing}")
+    out = X[columns].copy()
+    for c in columns:
+        if c in categories:
+            out[c] = pd.Categorical(
+                out[c].astype("object").where(out[c].notna(), None), categories=categories[c]
+            )
+        elif pd.api.types.is_bool_dtype(out[c]):
+            out[c] = out[c].astype(float)
+    return out
+
+
+def _categories(X: pd.DataFrame, columns: list[str]) -> dict[str, list[str]]:
+    cats = {}
+    for c in columns:
+        s = X[c]
+        if (
+            isinstance(s.dtype, pd.CategoricalDtype)
+            or pd.api.types.is_object_dtype(s)
+            or pd.api.types.is_string_dtype(s)
+        ):
+            cats[c] = sorted(str(v) for v in s.dropna().unique())
+    return cats
+
+
+def _check_fit_inputs(X: Any, y: Any, treatment: Any) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    Xf = _as_frame(X).reset_index(drop=True)
+    y = np.asarray(y, dtype=float)
+    w = np.asarray(treatment)
+    problems = []
+    if len(y) != len(Xf) or len(w) != len(Xf):
+        problems.append(f"X, y and treatment have different lengths ({len(Xf)}, {len(y)}, {len(w)})")
+    else:
+        if not np.isfinite(y).all():
+            problems.append(f"y has {int((~np.isfinite(y)).sum())} non-finite values")
+        bad_w = ~np.isin(w, [0, 1, True, False])
+        if bad_w.any():
+            problems.append(f"treatment must be 0/1; bad rows {np.flatnonzero(bad_w)[:20].tolist()}")
+        else:
+            w = w.astype(int)
+            for arm in (0, 1):
+                if (w == arm).sum() < 20:
+                    problems.append(f"arm {arm} has only {(w == arm).sum()} units (need ≥ 20)")
+    if problems:
+        raise ValueError("; ".join(problems))
+    return Xf, y, w
+
+
+class _LGBMUplift(BaseEstimator):
+    """Shared configuration and helpers of the LightGBM meta-learners."""
+
+    def __init__(
+        self,
+        outcome: Outcome = "binary",
+        n_estimators: int = 200,
+        learning_rate: float = 0.05,
+        num_leaves: int = 15,
+        min_child_samples: int = 50,
+        subsample: float = 0.8,
+        colsample_bytree: float = 0.8,
+        reg_lambda: float = 1.0,
+        random_state: int = 0,
+    ) -> None:
+        self.outcome = outcome
+        self.n_estimators = n_estimators
+        self.learning_rate = learning_rate
+        self.num_leaves = num_leaves
+        self.min_child_samples = min_child_samples
+        self.subsample = subsample
+        self.colsample_bytree = colsample_bytree
+        self.reg_lambda = reg_lambda
+        self.random_state = random_state
+
+    def _params(self, seed_offset: int) -> dict[str, Any]:
+        return {
+            "n_estimators": self.n_estimators,
+            "learning_rate": self.learning_rate,
+            "num_leaves": self.num_leaves,
+            "min_child_samples": self.min_child_samples,
+            "subsample": self.subsample,
+            "subsample_freq": 1 if self.subsample < 1 else 0,
+            "colsample_bytree": self.colsample_bytree,
+            "reg_lambda": self.reg_lambda,
+            "random_state": self.random_state + seed_offset,
+            "n_jobs": 1,
+            "deterministic": True,
+            "force_row_wise": True,
+            "verbose": -1,
+        }
+
+    def _outcome_model(self, seed_offset: int) -> lgb.LGBMModel:
+        if self.outcome == "binary":
+            return lgb.LGBMClassifier(objective="binary", **self._params(seed_offset))
+        if self.outcome == "continuous":
+            return lgb.LGBMRegressor(objective="regression", **self._params(seed_offset))
+        raise ValueError(f"outcome must be 'binary' or 'continuous', got {self.outcome!r}")
+
+    def _effect_model(self, seed_offset: int) -> lgb.LGBMRegressor:
+        return lgb.LGBMRegressor(objective="regression", **self._params(seed_offset))
+
+    @staticmethod
+    def _mean(model: lgb.LGBMModel, X: pd.DataFrame) -> np.ndarray:
+        if isinstance(model, lgb.LGBMClassifier):
+            return model.predict_proba(X)[:, 1]
+        return model.predict(X)
+
+    def _prepare_fit(self, X: Any, y: Any, treatment: Any) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+        Xf, y, w = _check_fit_inputs(X, y, treatment)
+        if self.outcome == "binary" and not np.isin(y, [0.0, 1.0]).all():
+            raise ValueError("outcome='binary' needs y in {0, 1}")
+        self.feature_names_ = _model_columns(Xf)
+        if not self.feature_names_:
+            raise ValueError(
+                "X has no usable feature columns (numeric, boolean or low-cardinality categorical)"
+            )
+        self.categories_ = _categories(Xf, self.feature_names_)
+        self.n_features_in_ = len(self.feature_names_)
+        self.treatment_share_ = float(w.mean())
+        return _encode(Xf, self.feature_names_, self.categories_), y, w
+
+    def _prepare_predict(self, X: Any) -> pd.DataFrame:
+        if not hasattr(self, "feature_names_"):
+            raise RuntimeError(f"{type(self).__name__} is not fitted; call fit(X, y, treatment) first")
+        return _encode(_as_frame(X).reset_index(drop=True), self.feature_names_, self.categories_)
+
+
+class TLearner(_LGBMUplift):
+    """Two-model uplift learner: separate LightGBM outcome models for treated and control units."""
+
+    def fit(self, X: Any, y: Any, treatment: Any) -> TLearner:
+        Xe, y, w = self._prepare_fit(X, y, treatment)
+        self.model_treatment_ = self._outcome_model(1).fit(Xe[w == 1], y[w == 1])
+        self.model_control_ = self._outcome_model(2).fit(Xe[w == 0], y[w == 0])
+        return self
+
+    def predict_outcomes(self, X: Any) -> tuple[np.ndarray, np.ndarray]:
+        """(μ₀(x), μ₁(x)): expected outcome without and with treatment."""
+        Xe = self._prepare_predict(X)
+        return self._mean(self.model_control_, Xe), self._mean(self.model_treatment_, Xe)
+
+    def predict(self, X: Any) -> np.ndarray:
+        """Estimated uplift μ₁(x) − μ₀(x) per row."""
+        mu0, mu1 = self.predict_outcomes(X)
+        return mu1 - mu0
+
+
+class XLearner(_LGBMUplift):
+    """X-learner (Künzel et al., 2019) with LightGBM in both stages and a constant propensity."""
+
+    def fit(self, X: Any, y: Any, treatment: Any) -> XLearner:
+        Xe, y, w = self._prepare_fit(X, y, treatment)
+        t, c = w == 1, w == 0
+        self.model_treatment_ = self._outcome_model(1).fit(Xe[t], y[t])
+        self.model_control_ = self._outcome_model(2).fit(Xe[c], y[c])
+        d1 = y[t] - self._mean(self.model_control_, Xe[t])
+        d0 = self._mean(self.model_treatment_, Xe[c]) - y[c]
+        self.effect_treated_ = self._effect_model(3).fit(Xe[t], d1)
+        self.effect_control_ = self._effect_model(4).fit(Xe[c], d0)
+        return self
+
+    def predict(self, X: Any) -> np.ndarray:
+        """Estimated uplift g·τ₀(x) + (1 − g)·τ₁(x) per row (g = treatment share in training)."""
+        Xe = self._prepare_predict(X)
+        g = self.treatment_share_
+        return g * self.effect_control_.predict(Xe) + (1 - g) * self.effect_treated_.predict(Xe)
+
+
+LEARNERS: dict[str, type[_LGBMUplift]] = {"t": TLearner, "x": XLearner}
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+
+class UpliftMetrics(BaseModel):
+    """Ranking quality of an uplift score on a randomised sample (sklift definitions)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    n: int
+    n_treatment: int
+    qini_auc: float
+    uplift_auc: float
+    uplift_at_10: float
+    uplift_at_30: float
+
+
+def uplift_metrics(y: Any, uplift: Any, treatment: Any) -> UpliftMetrics:
+    """Qini AUC, uplift AUC (AUUC) and uplift@k (k = 10 %, 30 %, ``overall`` strategy) via sklift."""
+    from sklift.metrics import qini_auc_score, uplift_at_k, uplift_auc_score
+
+    y, u, w = np.asarray(y, float), np.asarray(uplift, float), np.asarray(treatment).astype(int)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # sklift uses a deprecated sklearn helper
+        return UpliftMetrics(
+            n=len(y),
+            n_treatment=int(w.sum()),
+            qini_auc=float(qini_auc_score(y, u, w)),
+            uplift_auc=float(uplift_auc_score(y, u, w)),
+            uplift_at_10=float(uplift_at_k(y, u, w, strategy="overall", k=0.1)),
+            uplift_at_30=float(uplift_at_k(y, u, w, strategy="overall", k=0.3)),
+        )
+
+
+def qini_curve_frame(y: Any, uplift: Any, treatment: Any) -> pd.DataFrame:
+    """Qini curve points (number targeted, incremental conversions) from ``sklift.metrics.qini_curve``."""
+    from sklift.metrics import qini_curve
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        x, q = qini_curve(np.asarray(y, float), np.asarray(uplift, float), np.asarray(treatment).astype(int))
+    return pd.DataFrame({"n_targeted": x, "incremental": q})
+
+
+def plot_qini(curves: dict[str, pd.DataFrame], title: str = "Qini curve"):  # noqa: ANN201 - Figure
+    """Qini curves of several scores on one sample, with the random-targeting diagonal."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    for name, c in curves.items():
+        ax.plot(c["n_targeted"], c["incremental"], label=name)
+    any_c = next(iter(curves.values()))
+    ax.plot([0, any_c["n_targeted"].iat[-1]], [0, any_c["incremental"].iat[-1]], "k--", lw=1, label="random")
+    ax.set_xlabel("customers targeted (ranked by score)")
+    ax.set_ylabel("incremental conversions")
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+# ----------------------------------------------------------------------------- per-channel table
+
+
+class ChannelUplift(BaseModel):
+    """Measured effect of one channel, pooled over its randomised campaigns (treatment vs control)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    channel: str
+    campaigns: list[str]
+    n_treatment: int
+    n_control: int
+    conversion_control: float
+    uplift_conversion: float
+    uplift_conversion_ci: tuple[float, float]
+    uplift_revenue: float = Field(description="Incremental net revenue per contacted customer.")
+    uplift_revenue_ci: tuple[float, float]
+    cost_per_contact: float
+    window_days: float
+
+
+class ChannelUpliftTable(BaseModel):
+    """Channel → measured uplift; the tiering policy may use these in place of its priors."""
+
+    model_config = ConfigDict(frozen=True)
+
+    alpha: float
+    channels: dict[str, ChannelUplift]
+
+    def to_json(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(self.model_dump_json(indent=2) + "\n", encoding="utf-8")
+        return path
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> ChannelUpliftTable:
+        return cls.model_validate(json.loads(Path(path).read_text(encoding="utf-8")))
+
+    def frame(self) -> pd.DataFrame:
+        return pd.DataFrame([c.model_dump() for c in self.channels.values()])
+
+
+def channel_uplift_table(
+    outcomes: pd.DataFrame, config: ReadoutConfig | None = None, windows: dict[str, float] | None = None
+) -> ChannelUpliftTable:
+    """Pool :func:`experiments.readout.campaign_outcomes` rows by channel and estimate each channel's
+    mean uplift (treatment − control) in conversion and net revenue with Welch intervals.
+
+    Campaigns are pooled by stacking their units; with equal treatment shares across a channel's
+    campaigns this is the unbiased average effect over those audiences.
+    """
+    cfg = config or ReadoutConfig()
+    out: dict[str, ChannelUplift] = {}
+    ctrl_arm = cfg.control_arm
+    campaign_channel = outcomes[outcomes["arm"] != ctrl_arm].groupby("campaign_id")["channel"].first()
+    df = outcomes.assign(channel=outcomes["campaign_id"].map(campaign_channel))
+    for channel, g in df.groupby("channel", sort=True):
+        t, c = g[g["arm"] == "treatment"], g[g["arm"] == ctrl_arm]
+        if len(t) < 2 or len(c) < 2:
+            continue
+        conv = diff_in_means(t["converted"].to_numpy(), c["converted"].to_numpy(), cfg.alpha)
+        rev = diff_in_means(t["revenue"].to_numpy(), c["revenue"].to_numpy(), cfg.alpha)
+        out[str(channel)] = ChannelUplift(
+            channel=str(channel),
+            campaigns=sorted(g["campaign_id"].astype(str).unique().tolist()),
+            n_treatment=len(t),
+            n_control=len(c),
+            conversion_control=conv.mean_control,
+            uplift_conversion=conv.abs_lift,
+            uplift_conversion_ci=(conv.abs_ci_low, conv.abs_ci_high),
+            uplift_revenue=rev.abs_lift,
+            uplift_revenue_ci=(rev.abs_ci_low, rev.abs_ci_high),
+            cost_per_contact=float(t["cost"].mean()),
+            window_days=float((windows or {}).get(str(channel), cfg.window_days)),
+        )
+    return ChannelUpliftTable(alpha=cfg.alpha, channels=out)
+
+
+def training_frame(
+    outcomes: pd.DataFrame, features_by_campaign: dict[str, pd.DataFrame], control_arm: str = "control"
+) -> pd.DataFrame:
+    """Stack campaigns' treatment/control units with their point-in-time features.
+
+    ``features_by_campaign[campaign_id]`` is the feature snapshot at that campaign's start (a frame
+    with ``customer_id``); units without features are dropped. Adds ``treatment`` (0/1).
+    """
+    frames = []
+    for cid, g in outcomes[outcomes["arm"].isin(["treatment", control_arm])].groupby(
+        "campaign_id", sort=True
+    ):
+        feats = features_by_campaign.get(str(cid))
+        if feats is None:
+            continue
+        m = g.merge(feats, on="customer_id", how="inner", suffixes=("", "_feat"))
+        m["treatment"] = (m["arm"] == "treatment").astype(int)
+        frames.append(m)
+    if not frames:
+        raise ValueError("no campaign has both units and a feature snapshot")
+    return pd.concat(frames, ignore_index=True)
+
+
+def feature_columns(frame: pd.DataFrame, exclude: Sequence[str] = ()) -> list[str]:
+    """Model feature columns of a training frame (outcome, arm and bookkeeping columns removed)."""
+    drop = {
+        "campaign_id", "customer_id", "arm", "channel", "touch_ts", "cost", "converted", "revenue",
+        "treatment", "cutoff", "snapshot_cutoff", *exclude,
+    }  # fmt: skip
+    return [c for c in _model_columns(frame) if c not in drop]
