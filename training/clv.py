@@ -380,13 +380,14 @@ def _lifetimes_fitter(name: str, penalizer: float) -> Any:
 
 
 def _fit_escalating(
-    fit_one: Callable[[float], np.ndarray],
+    fit_one: Callable[[float], tuple[np.ndarray, np.ndarray | None]],
     penalizer: float,
     schedule: Sequence[float],
     what: str,
-) -> tuple[np.ndarray, float, list[str]]:
-    """Run ``fit_one(penalizer)``; on ConvergenceError or degenerate parameters retry with each
-    larger penalizer of ``schedule``. Returns (params, penalizer used, warnings recorded)."""
+) -> tuple[np.ndarray, np.ndarray | None, float, list[str]]:
+    """Run ``fit_one(penalizer)`` -> (params, Hessian or None); on ConvergenceError or degenerate
+    parameters retry with each larger penalizer of ``schedule``.
+    Returns (params, Hessian, penalizer used, warnings recorded)."""
     from lifetimes.utils import ConvergenceError
 
     notes: list[str] = []
@@ -394,7 +395,8 @@ def _fit_escalating(
     for pen in tries:
         try:
             with contextlib.redirect_stdout(io.StringIO()):  # lifetimes prints the optimizer dump
-                params = np.asarray(fit_one(pen), dtype=float)
+                params, hess = fit_one(pen)
+                params = np.asarray(params, dtype=float)
         except (ConvergenceError, FloatingPointError, np.linalg.LinAlgError) as exc:
             notes.append(f"{what}: no convergence with penalizer {pen:g} ({type(exc).__name__})")
             continue
@@ -409,8 +411,16 @@ def _fit_escalating(
         for note in notes:
             log.warning(note)
             warnings.warn(note, CLVWarning, stacklevel=3)
-        return params, pen, notes
+        return params, hess, pen, notes
     raise BTYDFitError(f"{what}: every penalizer failed:\n  " + "\n  ".join(notes))
+
+
+def _total_hessian(fitter: Any, weights: np.ndarray) -> np.ndarray | None:
+    """lifetimes' exact (autograd) Hessian of its per-customer mean objective in log-parameters,
+    scaled to the total; None where lifetimes has none (Pareto/NBD). Rescaling time shifts only
+    log(alpha), so this is also the Hessian in the data's own time unit."""
+    H = getattr(fitter, "_hessian_", None)
+    return None if H is None else np.asarray(H, dtype=float) * float(np.sum(weights))
 
 
 def _hessian(f: Callable[[np.ndarray], float], theta: np.ndarray, h: float = 1e-4) -> np.ndarray:
@@ -432,11 +442,13 @@ def _hessian(f: Callable[[np.ndarray], float], theta: np.ndarray, h: float = 1e-
 
 
 def _log_covariance(
-    neg_objective: Callable[[np.ndarray], float], params: np.ndarray
+    neg_objective: Callable[[np.ndarray], float], params: np.ndarray, H: np.ndarray | None = None
 ) -> tuple[np.ndarray, list[str]]:
-    """Asymptotic covariance of log-parameters: inverse Hessian of the total penalised negative
-    log-likelihood at the MLE (observed information). Falls back to a pseudo-inverse, noted."""
-    H = _hessian(neg_objective, np.log(params))
+    """Asymptotic covariance of log-parameters: inverse Hessian ``H`` of the total penalised negative
+    log-likelihood at the MLE (observed information); ``H`` is computed by central differences of
+    ``neg_objective`` when not given. Falls back to a clipped pseudo-inverse, noted."""
+    if H is None or not np.all(np.isfinite(H)):
+        H = _hessian(neg_objective, np.log(params))
     notes: list[str] = []
     try:
         cov = np.linalg.inv(H)
@@ -513,22 +525,24 @@ class BetaGeoModel:
         rows = collapse_rft(x, t_x, T_)
         cx, ct, cT, w = (rows[c].to_numpy() for c in ("x", "t_x", "T", "weights"))
 
-        def fit_one(pen: float) -> np.ndarray:
+        def fit_one(pen: float) -> tuple[np.ndarray, np.ndarray | None]:
             fitter = _lifetimes_fitter(math.fitter, pen)
             kwargs: dict[str, Any] = {"weights": w}
             if self.model == "pareto":  # lifetimes draws random starting values otherwise
                 kwargs["initial_params"] = np.ones(4)
             fitter.fit(cx, ct, cT, **kwargs)
-            return fitter.params_[list(math.param_names)].to_numpy()
+            return fitter.params_[list(math.param_names)].to_numpy(), _total_hessian(fitter, w)
 
-        params, pen, notes = _fit_escalating(fit_one, self.penalizer, self.penalizer_schedule, self.model)
+        params, hess, pen, notes = _fit_escalating(
+            fit_one, self.penalizer, self.penalizer_schedule, self.model
+        )
         n = float(w.sum())
 
         def objective(log_p: np.ndarray) -> float:
             p = np.exp(log_p)
             return float(-(w * math.loglik(p, cx, ct, cT)).sum() + n * pen * np.sum(p**2))
 
-        cov_log, cov_notes = _log_covariance(objective, params)
+        cov_log, cov_notes = _log_covariance(objective, params, hess)
         self.params_ = dict(zip(math.param_names, map(float, params), strict=True))
         self.loglik_ = float((w * math.loglik(params, cx, ct, cT)).sum())
         self.log_covariance_ = cov_log
@@ -663,12 +677,12 @@ class GammaGammaModel:
         )
         cx, cm, w = rows["x"].to_numpy(), rows["m"].to_numpy(), rows["w"].to_numpy()
 
-        def fit_one(pen: float) -> np.ndarray:
+        def fit_one(pen: float) -> tuple[np.ndarray, np.ndarray | None]:
             fitter = _lifetimes_fitter("GammaGammaFitter", pen)
             fitter.fit(cx, cm, weights=w)
-            return fitter.params_[list(self.param_names)].to_numpy()
+            return fitter.params_[list(self.param_names)].to_numpy(), _total_hessian(fitter, w)
 
-        params, pen, fit_notes = _fit_escalating(
+        params, hess, pen, fit_notes = _fit_escalating(
             fit_one, self.penalizer, self.penalizer_schedule, "gamma-gamma"
         )
         n = float(w.sum())
@@ -677,7 +691,7 @@ class GammaGammaModel:
             p = np.exp(log_p)
             return float(-(w * _gg_loglik(p, cx, cm)).sum() + n * pen * np.sum(p**2))
 
-        cov_log, cov_notes = _log_covariance(objective, params)
+        cov_log, cov_notes = _log_covariance(objective, params, hess)
         self.params_ = dict(zip(self.param_names, map(float, params), strict=True))
         self.loglik_ = float((w * _gg_loglik(params, cx, cm)).sum())
         self.log_covariance_ = cov_log
