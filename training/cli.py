@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
 import typer
 
 train_app = typer.Typer(
@@ -9,3 +13,137 @@ train_app = typer.Typer(
     "tracked and registered in MLflow.",
     no_args_is_help=True,
 )
+
+DataOpt = Annotated[Path, typer.Option(
+    "--data", help="siyu data directory (contract tables; truth/ if synthetic).",
+    exists=True, file_okay=False)]
+ConfigOpt = Annotated[Path | None, typer.Option("--config", help="Training config YAML "
+                                                "(default: the packaged training/configs/default.yaml).")]
+SeedOpt = Annotated[int | None, typer.Option("--seed", help="Override the config's seed.")]
+OutOpt = Annotated[Path | None, typer.Option("--out", help="Also write each model's evaluation predictions "
+                                             "and metrics here (parquet + JSON).")]
+
+
+def _load(config: Path | None, seed: int | None) -> Any:
+    from training.config import load_config
+
+    return load_config(config, **({"seed": seed} if seed is not None else {}))
+
+
+def _train(models: list[str], data: Path, config: Path | None, seed: int | None, out: Path | None) -> None:
+    from tqdm.auto import tqdm
+
+    from features.io import data_fingerprint
+    from training import btyd_baseline as bb
+    from training import pipeline as pl
+    from training.config import LABEL_COLUMNS, ModelKind
+
+    cfg = _load(config, seed)
+    kinds = [ModelKind.parse(m) for m in models]
+    echo = typer.echo
+    echo(f"siyu train {'/'.join(k.value for k in kinds)} on {data} (seed {cfg.seed})")
+    fingerprint = data_fingerprint(data)
+    truth = _truth(data)
+    summaries = []
+    for kind in tqdm(kinds, desc="models", disable=len(kinds) == 1):
+        mcfg = cfg.for_model(kind)
+        cutoffs = [mcfg.clv.cutoff] if kind is ModelKind.clv else mcfg.plan().all_cutoffs()
+        echo(f"[{kind.value}] building the training set for {len(cutoffs)} cutoffs "
+             f"({cutoffs[0]} … {cutoffs[-1]})")
+        df = pl.load_training_frame(data, cutoffs, mcfg)
+        manifest = {"cutoffs": [c.isoformat() for c in cutoffs], "rows": len(df),
+                    "training_set_sha256": pl.frame_fingerprint(df), "data_fingerprint": fingerprint}
+        if kind is ModelKind.clv:
+            outcome = pl.fit_clv(df, mcfg, echo=echo)
+            summary = pl.run_clv(outcome, mcfg, fingerprint, manifest, echo=echo)
+        else:
+            fits: list[bb.BTYDFit] = []
+            if mcfg.btyd.enabled:
+                df, fits = bb.add_btyd_features(df, mcfg.btyd.horizons_days, mcfg.btyd.clv_months,
+                                                mcfg.btyd.monthly_discount_rate, mcfg.btyd.penalizers,
+                                                progress=tqdm)
+            truth_scores = _truth_scores(truth, df, mcfg, LABEL_COLUMNS[kind]) if truth else None
+            echo(f"[{kind.value}] fitting LightGBM + baselines")
+            outcome = pl.fit_classifier(df, mcfg, fits, truth_scores, echo=echo)
+            _print_table(outcome.metrics, echo)
+            summary = pl.run_classifier(outcome, mcfg, fingerprint, manifest, echo=echo)
+        summaries.append(summary)
+        if out is not None:
+            out.mkdir(parents=True, exist_ok=True)
+            summary.eval_frame.to_parquet(out / f"{kind.value}_eval_predictions.parquet", index=False)
+            (out / f"{kind.value}_metrics.json").write_text(json.dumps(
+                {"version": summary.version, "alias": summary.alias, "reason": summary.reason,
+                 "run_id": summary.run_id, "metrics": summary.metrics}, indent=1, sort_keys=True))
+    echo("summary:")
+    for s in summaries:
+        echo(f"  {s.kind.value:14s} v{s.version} {s.alias:10s} run {s.run_id}  {s.reason}")
+
+
+def _truth(data: Path) -> Any:
+    if not (data / "truth" / "config.json").exists():
+        return None
+    from features.synthetic.truth import load_truth
+
+    return load_truth(data)
+
+
+def _truth_scores(truth: Any, df: Any, cfg: Any, label: str) -> dict[str, Any]:
+    """Synthetic worlds only: the true-parameter BTYD predictor and the latent-truth oracle."""
+    import pandas as pd
+
+    from features.synthetic.truth import oracle_p_purchase
+    from training import pipeline as pl
+    from training.config import ModelKind
+
+    plan, horizon = cfg.plan(), cfg.effective_horizon_days()
+    ev = df[(df["cutoff"] == pd.Timestamp(plan.evaluation)) & df[label].notna()]
+    scores = pl.true_param_scores(truth.config.model_dump(), ev, horizon, cfg.model)
+    oracle = oracle_p_purchase(truth, plan.evaluation, horizon).reindex(ev["customer_id"]).to_numpy()
+    if pd.isna(oracle).any():
+        raise ValueError(f"oracle has no latent state for {int(pd.isna(oracle).sum())} evaluation customers")
+    scores["oracle_latent_truth"] = 1.0 - oracle if cfg.model is ModelKind.churn else oracle
+    return scores
+
+
+def _print_table(metrics: dict[str, dict[str, float]], echo: Any) -> None:
+    echo(f"  {'predictor':34s} {'AUC':>7s} {'PR-AUC':>7s} {'Brier':>7s} {'ECE':>7s}")
+    for name, m in sorted(metrics.items(), key=lambda kv: -kv[1]["auc"]):
+        echo(f"  {name:34s} {m['auc']:7.4f} {m['pr_auc']:7.4f} {m['brier']:7.4f} {m['ece']:7.4f}")
+
+
+@train_app.command("churn")
+def churn(data: DataOpt, config: ConfigOpt = None, seed: SeedOpt = None, out: OutOpt = None) -> None:
+    """Train the churn classifier (no purchase in the next H days among recently active customers)."""
+    _train(["churn"], data, config, seed, out)
+
+
+@train_app.command("repurchase")
+def repurchase(data: DataOpt, config: ConfigOpt = None, seed: SeedOpt = None, out: OutOpt = None) -> None:
+    """Train the 7-day repurchase classifier (≥1 purchase in the next 7 days)."""
+    _train(["repurchase_7d"], data, config, seed, out)
+
+
+@train_app.command("clv")
+def clv(data: DataOpt, config: ConfigOpt = None, seed: SeedOpt = None, out: OutOpt = None) -> None:
+    """Fit the BG/NBD + Gamma-Gamma CLV model and check it against the spend that followed."""
+    _train(["clv"], data, config, seed, out)
+
+
+@train_app.command("all")
+def train_all(data: DataOpt, config: ConfigOpt = None, seed: SeedOpt = None, out: OutOpt = None) -> None:
+    """Train churn, repurchase_7d and CLV in turn; each run is tracked, registered and gated."""
+    _train(["churn", "repurchase_7d", "clv"], data, config, seed, out)
+
+
+@train_app.command("promote")
+def promote(
+    model: Annotated[str, typer.Argument(help="churn, repurchase or clv")],
+    version: Annotated[str, typer.Option("--version", help="Registered version to make champion.")],
+) -> None:
+    """Operator override: make a registered version the champion (tagged as a manual promotion)."""
+    from training import tracking
+    from training.config import REGISTERED_NAMES, ModelKind
+
+    name = REGISTERED_NAMES[ModelKind.parse(model)]
+    tracking.promote(name, version)
+    typer.echo(f"{name} v{version} is now champion")

@@ -85,9 +85,14 @@ class CutoffPlan(_Strict):
     """
 
     train: list[dt.date] | MonthlyCutoffs
-    early_stopping: dt.date
-    calibration: dt.date
+    early_stopping: list[dt.date]
+    calibration: list[dt.date]
     evaluation: dt.date
+
+    @field_validator("early_stopping", "calibration", mode="before")
+    @classmethod
+    def _listify(cls, v: Any) -> Any:
+        return v if isinstance(v, list | tuple) else [v]
 
     def train_cutoffs(self) -> list[dt.date]:
         """Training cutoffs as a sorted explicit list."""
@@ -100,22 +105,41 @@ class CutoffPlan(_Strict):
         train = self.train_cutoffs()
         if not train:
             problems.append("no training cutoffs")
-        else:
-            last = train[-1]
-            for name in ("early_stopping", "calibration", "evaluation"):
-                if getattr(self, name) <= last:
-                    problems.append(f"{name} cutoff {getattr(self, name)} is not after the last training "
-                                    f"cutoff {last}")
-        if self.evaluation < max(self.early_stopping, self.calibration):
-            problems.append(f"evaluation cutoff {self.evaluation} precedes the early-stopping/calibration "
-                            "cutoffs")
+        if not self.early_stopping or not self.calibration:
+            problems.append("need at least one early-stopping and one calibration cutoff")
+        if problems:
+            raise ValueError("; ".join(problems))
+        last = train[-1]
+        for name in ("early_stopping", "calibration"):
+            for d in getattr(self, name):
+                if d <= last:
+                    problems.append(f"{name} cutoff {d} is not after the last training cutoff {last}")
+        if set(self.early_stopping) & set(self.calibration):
+            problems.append("early-stopping and calibration cutoffs overlap")
+        later = max([*self.early_stopping, *self.calibration, last])
+        if self.evaluation <= later:
+            problems.append(f"evaluation cutoff {self.evaluation} is not after every other cutoff ({later})")
         if problems:
             raise ValueError("; ".join(problems))
         return self
 
+    def check_horizon(self, horizon_days: int) -> None:
+        """Refuse a plan whose fitted label windows reach past the evaluation cutoff.
+
+        Labels of every cutoff used in fitting (training, early stopping, calibration) must be fully
+        observed at the evaluation cutoff, so the evaluation is a true forecast.
+        """
+        fitted = [*self.train_cutoffs(), *self.early_stopping, *self.calibration]
+        late = [d for d in fitted if d + dt.timedelta(days=horizon_days) > self.evaluation]
+        if late:
+            raise ValueError(
+                f"label windows of {horizon_days} days from cutoffs {[d.isoformat() for d in late]} end "
+                f"after the evaluation cutoff {self.evaluation}: move them earlier or the evaluation later"
+            )
+
     def all_cutoffs(self) -> list[dt.date]:
         """Every distinct cutoff the plan needs a snapshot for, sorted."""
-        return sorted({*self.train_cutoffs(), self.early_stopping, self.calibration, self.evaluation})
+        return sorted({*self.train_cutoffs(), *self.early_stopping, *self.calibration, self.evaluation})
 
 
 class LightGBMParams(_Strict):
@@ -155,6 +179,15 @@ class BTYDFeatures(_Strict):
     penalizers: list[float] = Field(default_factory=lambda: [0.0, 1e-3, 1e-2, 1e-1])
 
 
+class CLVSettings(_Strict):
+    """The BTYD CLV model: fitted on the snapshot at ``cutoff``, checked on the spend that followed."""
+
+    cutoff: dt.date
+    horizon_days: int = Field(365, ge=1)
+    months: int = Field(12, ge=1)
+    monthly_discount_rate: float = Field(0.01, ge=0, lt=1)
+
+
 class TrainingConfig(_Strict):
     """Everything that determines a training run; saved (resolved) as an artifact of every run."""
 
@@ -162,6 +195,9 @@ class TrainingConfig(_Strict):
     horizon_days: int = Field(90, ge=1, description="churn label horizon H (repurchase is always 7 d)")
     active_days: int = Field(365, ge=1, description="churn population: active in the last L days")
     cutoffs: CutoffPlan
+    #: Optional plan for repurchase_7d (its 7-day windows allow training closer to the evaluation cutoff).
+    repurchase_cutoffs: CutoffPlan | None = None
+    clv: CLVSettings
     lightgbm: LightGBMParams = Field(default_factory=LightGBMParams)
     calibration: Literal["isotonic", "sigmoid"] = "isotonic"
     #: Weight of a training cutoff = recency_half_life ** -(months before the last training cutoff / hl).
@@ -182,6 +218,18 @@ class TrainingConfig(_Strict):
         """Label horizon of this config's model (7 days for repurchase_7d)."""
         return 7 if self.model is ModelKind.repurchase_7d else self.horizon_days
 
+    def plan(self) -> CutoffPlan:
+        """The cutoff plan of this config's model."""
+        if self.model is ModelKind.repurchase_7d and self.repurchase_cutoffs is not None:
+            return self.repurchase_cutoffs
+        return self.cutoffs
+
+    @model_validator(mode="after")
+    def _horizons_fit(self) -> TrainingConfig:
+        self.cutoffs.check_horizon(self.horizon_days)
+        (self.repurchase_cutoffs or self.cutoffs).check_horizon(7)
+        return self
+
     def for_model(self, model: ModelKind | str) -> TrainingConfig:
         """A copy of this config for another model kind (used by ``siyu train all``)."""
         kind = ModelKind.parse(model) if isinstance(model, str) else model
@@ -191,6 +239,9 @@ class TrainingConfig(_Strict):
         """JSON-ready dict with the cutoff rule expanded into explicit dates."""
         data = json.loads(self.model_dump_json())
         data["cutoffs"]["train_resolved"] = [d.isoformat() for d in self.cutoffs.train_cutoffs()]
+        if self.repurchase_cutoffs is not None:
+            data["repurchase_cutoffs"]["train_resolved"] = [
+                d.isoformat() for d in self.repurchase_cutoffs.train_cutoffs()]
         return data
 
     def to_yaml(self) -> str:

@@ -271,7 +271,7 @@ class RunHandle:
             return self._log_pyfunc(name, {"model_txt": txt, "meta": meta}, KIND_CLASSIFIER, ["lightgbm"])
 
     def log_btyd(self, params: dict[str, Any], name: str = "model") -> LoggedModel:
-        """Log BTYD model parameters (``to_dict`` output of training.clv models) as a JSON pyfunc."""
+        """Log a BTYD bundle (``BTYDBundle.to_dict()``: BG/NBD + Gamma-Gamma parameters) as a JSON pyfunc."""
         with tempfile.TemporaryDirectory() as d:
             meta = Path(d) / "meta.json"
             meta.write_text(json.dumps({"kind": KIND_BTYD, "btyd": params}, sort_keys=True, default=float))
@@ -368,9 +368,9 @@ class SiyuPyfuncModel(mlflow.pyfunc.PythonModel):
             text = Path(context.artifacts["model_txt"]).read_text()
             self.model = LGBMCalibratedClassifier.from_text(text, meta)
         elif self.kind == KIND_BTYD:
-            from training import clv
+            from training.btyd_baseline import BTYDBundle
 
-            self.model = clv.model_from_dict(meta["btyd"])
+            self.model = BTYDBundle.from_dict(meta["btyd"])
         else:
             raise ValueError(f"unknown siyu model kind {self.kind!r}")
 
