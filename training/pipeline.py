@@ -125,6 +125,7 @@ def fit_classifier(
     fits: list[bb.BTYDFit] | None = None,
     truth_scores: dict[str, np.ndarray] | None = None,
     echo: Echo = _noop,
+    features: list[str] | None = None,
 ) -> ClassifierOutcome:
     """Fit the LightGBM classifier of ``cfg.model`` and evaluate it and the baselines on the later cutoff.
 
@@ -138,7 +139,7 @@ def fit_classifier(
     label, plan, horizon = LABEL_COLUMNS[kind], cfg.plan(), cfg.effective_horizon_days()
     if label not in df.columns:
         raise ValueError(f"training set has no {label} column")
-    features = model_features(df)
+    features = features if features is not None else model_features(df)
     folds = {
         "train": _fold(df, label, plan.train_cutoffs()),
         "early_stopping": _fold(df, label, plan.early_stopping),
