@@ -111,6 +111,8 @@ def _lifetimes_clv(bgf, ggf, df: pd.DataFrame, months: int) -> np.ndarray:
 
 def run(cfg: BenchConfig) -> dict:
     """Run every measurement; return the figures."""
+    import lifetimes  # noqa: F401  (imported before any timing: both sides use it)
+
     progress = tqdm(total=5, desc="btyd benchmark", file=sys.stderr)
     df = simulate(cfg.customers, cfg.seed, cfg.max_age_days)
     progress.update()
