@@ -103,8 +103,9 @@ def season_daily(days: np.ndarray) -> np.ndarray:
 
 
 def _local_day_numbers(ts: object) -> np.ndarray:
-    idx = pd.DatetimeIndex(pd.to_datetime(np.atleast_1d(np.asarray(ts, dtype=object))
-                                          if not isinstance(ts, (pd.Series, pd.DatetimeIndex)) else ts))
+    values = ts if isinstance(ts, (pd.Series, pd.Index)) else np.atleast_1d(np.asarray(ts, dtype=object))
+    idx = pd.DatetimeIndex(pd.to_datetime(values))
+    # Naive values are local business time; aware ones are converted to it.
     idx = idx.tz_localize(BUSINESS_TZ) if idx.tz is None else idx.tz_convert(BUSINESS_TZ)
     local = idx.tz_localize(None).normalize()
     return local.values.astype("datetime64[D]").astype(np.int64)
