@@ -292,8 +292,9 @@ def run_classifier(outcome: ClassifierOutcome, cfg: TrainingConfig, data_fingerp
     name = REGISTERED_NAMES[kind]
     tags = {"model": kind.value, "data_fingerprint": data_fingerprint, "seed": cfg.seed,
             "evaluation_cutoff": cfg.plan().evaluation.isoformat()}
+    uri = tracking.tracking_uri(cfg.tracking_uri)
     with tracking.start_run(f"{cfg.experiment_prefix}-{kind.value}", run_name=f"{kind.value}-{cfg.seed}",
-                            tags=tags) as run, tempfile.TemporaryDirectory() as tmp:
+                            tags=tags, uri=uri) as run, tempfile.TemporaryDirectory() as tmp:
         run.log_config(cfg)
         run.log_data_fingerprint(data_fingerprint, manifest)
         run.log_params({"n_features": len(outcome.features), "best_iteration": outcome.model.best_iteration_,
@@ -325,7 +326,7 @@ def run_classifier(outcome: ClassifierOutcome, cfg: TrainingConfig, data_fingerp
         run.log_file(pred_path, "predictions")
         logged = run.log_classifier(outcome.model)
         decision = tracking.register_and_gate(
-            name, logged, outcome.siyu, _thresholds(cfg), run_id=run.run_id,
+            name, logged, outcome.siyu, _thresholds(cfg), run_id=run.run_id, uri=uri,
             tags={"data_fingerprint": data_fingerprint,
                   "evaluation_cutoff": cfg.plan().evaluation.isoformat()})
     echo(f"  {kind.value}: {name} v{decision.version} → {decision.alias} ({decision.reason})")
@@ -339,8 +340,9 @@ def run_clv(outcome: CLVOutcome, cfg: TrainingConfig, data_fingerprint: str, man
     from training import tracking
 
     tags = {"model": "clv", "data_fingerprint": data_fingerprint, "clv_cutoff": cfg.clv.cutoff.isoformat()}
-    with tracking.start_run(f"{cfg.experiment_prefix}-clv", run_name=f"clv-{cfg.seed}", tags=tags) as run, \
-            tempfile.TemporaryDirectory() as tmp:
+    uri = tracking.tracking_uri(cfg.tracking_uri)
+    with tracking.start_run(f"{cfg.experiment_prefix}-clv", run_name=f"clv-{cfg.seed}", tags=tags,
+                            uri=uri) as run, tempfile.TemporaryDirectory() as tmp:
         run.log_config(cfg.for_model(ModelKind.clv))
         run.log_data_fingerprint(data_fingerprint, manifest)
         run.log_params({f"bg_{k}": v for k, v in outcome.fit.bg.params_.items()})
@@ -360,7 +362,7 @@ def run_clv(outcome: CLVOutcome, cfg: TrainingConfig, data_fingerprint: str, man
         run.log_file(pred_path, "predictions")
         logged = run.log_btyd(outcome.bundle.to_dict())
         decision = tracking.register_and_gate(REGISTERED_NAMES[ModelKind.clv], logged, outcome.metrics,
-                                              _thresholds(cfg), run_id=run.run_id,
+                                              _thresholds(cfg), run_id=run.run_id, uri=uri,
                                               tags={"data_fingerprint": data_fingerprint})
     echo(f"  clv: siyu-clv v{decision.version} → {decision.alias} ({decision.reason})")
     return RunSummary(ModelKind.clv, run.run_id, decision.version, decision.alias, decision.reason,
