@@ -34,6 +34,8 @@ GLOBAL_HOLDOUT_SHARE = 0.05
 #: Arm label of global-holdout customers inside a campaign assignment (matches the touches contract).
 HOLDOUT_ARM = "holdout"
 CONTROL_ARM = "control"
+#: siyu's standard campaign design: 70 % contacted, 30 % control among non-holdout customers.
+DEFAULT_WEIGHTS: dict[str, float] = {"treatment": 0.7, CONTROL_ARM: 0.3}
 
 _TWO_64 = float(2**64)
 
@@ -104,7 +106,7 @@ class ExperimentDesign(BaseModel):
     experiment_id: str = Field(min_length=1)
     salt: str = Field(default="", description="Hash salt; defaults to the experiment id.")
     weights: dict[str, float] = Field(
-        default_factory=lambda: {"treatment": 0.9, CONTROL_ARM: 0.1},
+        default_factory=lambda: dict(DEFAULT_WEIGHTS),
         description="Arm → weight among non-holdout customers (normalised to sum 1).",
     )
     global_holdout_share: float = Field(default=GLOBAL_HOLDOUT_SHARE, ge=0.0, lt=1.0)

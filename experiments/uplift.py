@@ -336,7 +336,16 @@ class ChannelUpliftTable(BaseModel):
         return cls.model_validate(json.loads(Path(path).read_text(encoding="utf-8")))
 
     def frame(self) -> pd.DataFrame:
-        return pd.DataFrame([c.model_dump() for c in self.channels.values()])
+        """One row per channel; interval bounds as ``*_ci_low`` / ``*_ci_high`` columns."""
+        rows = []
+        for c in self.channels.values():
+            d = c.model_dump()
+            for key in ("uplift_conversion_ci", "uplift_revenue_ci"):
+                lo, hi = d.pop(key)
+                d[f"{key}_low"], d[f"{key}_high"] = lo, hi
+            d["campaigns"] = ",".join(d["campaigns"])
+            rows.append(d)
+        return pd.DataFrame(rows)
 
 
 def channel_uplift_table(
@@ -402,6 +411,82 @@ def feature_columns(frame: pd.DataFrame, exclude: Sequence[str] = ()) -> list[st
     """Model feature columns of a training frame (outcome, arm and bookkeeping columns removed)."""
     drop = {
         "campaign_id", "customer_id", "arm", "channel", "touch_ts", "cost", "converted", "revenue",
-        "treatment", "cutoff", "snapshot_cutoff", *exclude,
+        "treatment", "cutoff", "snapshot_cutoff", "pre_spend", *exclude,
     }  # fmt: skip
     return [c for c in _model_columns(frame) if c not in drop]
+
+
+class ChannelUpliftModel(BaseEstimator):
+    """Uplift per (customer, channel) = channel's measured mean uplift × customer responsiveness.
+
+    Channels share one notion of *who responds* (alive, lapsing, reachable customers) but differ in
+    *how much*; past campaigns per channel are too small to learn both separately. So one pooled
+    meta-learner (``learner``: ``"x"`` or ``"t"``) on every campaign's units learns the responsiveness
+    r(x), and each channel's randomised difference in means ū_c sets the scale::
+
+        uplift_c(x) = ū_c · r(x) / mean(r over channel c's training units)
+
+    ``fit(X, y, treatment, channel)`` returns self; ``predict(X, channel)`` returns uplift in the
+    outcome's units; ``channel_mean_`` and ``channel_n_`` hold ū_c and the units behind it.
+    """
+
+    def __init__(
+        self,
+        learner: Literal["x", "t"] = "x",
+        n_estimators: int = 100,
+        learning_rate: float = 0.03,
+        num_leaves: int = 7,
+        min_child_samples: int = 400,
+        random_state: int = 0,
+    ) -> None:
+        self.learner = learner
+        self.n_estimators = n_estimators
+        self.learning_rate = learning_rate
+        self.num_leaves = num_leaves
+        self.min_child_samples = min_child_samples
+        self.random_state = random_state
+
+    def fit(self, X: Any, y: Any, treatment: Any, channel: Any) -> ChannelUpliftModel:
+        if self.learner not in LEARNERS:
+            raise ValueError(f"learner must be one of {sorted(LEARNERS)}, got {self.learner!r}")
+        Xf, y, w = _check_fit_inputs(X, y, treatment)
+        ch = np.asarray(channel, dtype=object)
+        if len(ch) != len(y):
+            raise ValueError(f"channel has {len(ch)} rows, X has {len(y)}")
+        self.model_ = LEARNERS[self.learner](
+            n_estimators=self.n_estimators,
+            learning_rate=self.learning_rate,
+            num_leaves=self.num_leaves,
+            min_child_samples=self.min_child_samples,
+            random_state=self.random_state,
+        ).fit(Xf, y, w)
+        self.feature_names_ = self.model_.feature_names_
+        r = np.maximum(self.model_.predict(Xf), 0.0)  # responsiveness: who moves at all
+        self.channel_mean_: dict[str, float] = {}
+        self.channel_scale_: dict[str, float] = {}
+        self.channel_n_: dict[str, tuple[int, int]] = {}
+        for c in sorted(set(ch)):
+            m = ch == c
+            t, k = y[m & (w == 1)], y[m & (w == 0)]
+            if len(t) < 2 or len(k) < 2:
+                continue
+            self.channel_mean_[str(c)] = float(t.mean() - k.mean())
+            self.channel_scale_[str(c)] = float(np.mean(r[m]))
+            self.channel_n_[str(c)] = (len(t), len(k))
+        return self
+
+    @property
+    def channels_(self) -> list[str]:
+        return sorted(self.channel_mean_)
+
+    def predict(self, X: Any, channel: str) -> np.ndarray:
+        """Estimated uplift of contacting each row on ``channel``."""
+        if not hasattr(self, "model_"):
+            raise RuntimeError("ChannelUpliftModel is not fitted; call fit(X, y, treatment, channel) first")
+        if channel not in self.channel_mean_:
+            raise ValueError(f"no past campaign on channel {channel!r}; known: {self.channels_}")
+        r = np.maximum(self.model_.predict(X), 0.0)
+        scale = self.channel_scale_[channel]
+        if abs(scale) < 1e-12:
+            return np.full(len(r), self.channel_mean_[channel])
+        return self.channel_mean_[channel] * r / scale

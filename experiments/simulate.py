@@ -1,0 +1,558 @@
+"""Offline evaluation of targeting strategies on a synthetic world's truth.
+
+At a fixed outreach budget, which customers should be contacted, and on which channel? A *strategy* is
+any function ``(scores, budget, costs) → DataFrame[customer_id, channel]``: ``scores`` holds one row per
+contactable customer (features and model scores at the cutoff), ``costs`` maps channel → cost per
+contact. The simulator scores every strategy by its **true** incremental profit, computed from the
+world's latent effect model (:func:`features.synthetic.oracle_uplift`)::
+
+    profit(customer, channel) = margin_rate × uplift_value(customer, channel) − cost(channel)
+
+Strategies compared (all exclude the persistent global holdout and obey the same budget):
+
+* ``random`` — random customers on the baseline channel;
+* ``churn_risk`` — highest churn risk first, baseline channel. Risk is a LightGBM classifier trained at
+  an earlier cutoff ``c − H`` (label: no paid purchase in ``[c − H, c)``) and applied at ``c``;
+* ``clv_x_risk`` — highest ``CLV × churn risk`` first, baseline channel; CLV is BG/NBD + Gamma-Gamma
+  (:mod:`training.clv`) fitted on the history before ``c``;
+* ``uplift`` — a :class:`experiments.uplift.ChannelUpliftModel` trained on every past randomised
+  campaign (pooled X-learner for *who* responds, each channel's measured mean uplift for *how much*)
+  predicts the uplift in conversion per channel; expected profit = margin × uplift × expected order
+  value − cost; customers and channels are chosen by the budgeted allocation below;
+* ``feature_oracle`` (reference) — the allocation on the true profit regressed on the same observable
+  features, in-sample: the ceiling of any model built on these features;
+* ``oracle`` — the same allocation on the true profits (the upper reference, not a strategy).
+
+Budgeted allocation (a multiple-choice knapsack): for a price λ ≥ 0 every customer takes the channel
+maximising ``profit − λ·cost`` if positive; λ is the smallest price whose plan fits the budget
+(bisection), and the leftover budget is filled greedily by profit per ¥.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field
+from tqdm import tqdm
+
+from experiments.assignment import global_holdout_mask
+from experiments.readout import ReadoutConfig, campaign_outcomes
+from experiments.uplift import ChannelUpliftModel, feature_columns, training_frame
+from features.schema import BUSINESS_TZ, PURCHASE_STATUSES
+
+Strategy = Callable[[pd.DataFrame, float, Mapping[str, float]], pd.DataFrame]
+"""(scores frame with ``customer_id``, budget in ¥, channel → cost) → frame[customer_id, channel]."""
+
+
+class SimulationConfig(BaseModel):
+    """Settings of one offline targeting comparison (explicit, documented assumptions)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    budget: float = Field(gt=0, description="Outreach budget in ¥ for one wave of contacts.")
+    cutoff: dt.date | None = Field(
+        None, description="Decision date; default: the day after the world's declared observation period."
+    )
+    window_days: int = Field(14, gt=0, description="Outcome window of the simulated wave.")
+    margin_rate: float = Field(0.35, gt=0, le=1, description="Gross margin share of incremental revenue.")
+    baseline_channel: str = Field(
+        "ai_call", description="Channel of the score-only strategies (best reported return in CHANNELS.md)."
+    )
+    churn_horizon_days: int = Field(90, gt=0, description="Churn = no paid purchase within this horizon.")
+    holdout_share: float = Field(0.05, ge=0, lt=1, description="Persistent global holdout excluded from all.")
+    seed: int = 0
+    uplift_learner: Literal["x", "t"] = Field("x", description="Pooled meta-learner of ChannelUpliftModel.")
+    uplift_trees: int = Field(100, gt=0)
+    uplift_min_child_samples: int = Field(400, gt=0)
+    feature_oracle: bool = Field(
+        True, description="Also report the best a model on these features could do (fit to the truth)."
+    )
+
+
+# ----------------------------------------------------------------------------- point-in-time features
+
+
+def business_midnight(day: dt.date | str) -> pd.Timestamp:
+    """Midnight of ``day`` in the business timezone, as a UTC timestamp."""
+    return pd.Timestamp(pd.Timestamp(day).date()).tz_localize(BUSINESS_TZ).tz_convert("UTC")
+
+
+def cutoff_features(
+    customers: pd.DataFrame, orders: pd.DataFrame, cutoff: dt.date, events: pd.DataFrame | None = None
+) -> pd.DataFrame:
+    """Minimal point-in-time features at ``cutoff`` (only records with ts < cutoff) per customer.
+
+    Uses ``features.snapshot.build_snapshot`` when the project provides it; this fallback keeps the
+    simulator self-contained: recency, frequency, monetary, tenure, 90/365-day activity, WeCom and
+    membership attributes, and interaction-event activity (which fades before a customer lapses) when
+    ``events`` is given. Columns needed by the strategies: ``frequency`` (repeat purchases),
+    ``recency_days`` (first → last purchase), ``tenure_days`` (first purchase → cutoff), ``aov``.
+    """
+    c = business_midnight(cutoff)
+    cust = customers[customers["first_seen_ts"] < c]
+    paid = orders[(orders["ts"] < c) & orders["status"].isin(PURCHASE_STATUSES)]
+    paid = paid[paid["customer_id"].isin(cust["customer_id"])]
+    days = (c - paid["ts"]) / pd.Timedelta(days=1)
+    p = paid.assign(
+        days_ago=days,
+        in_90=(days < 90).astype(float),
+        in_365=(days < 365).astype(float),
+        spend_365=paid["net_amount"].where(days < 365, 0.0),
+    )
+    f = p.groupby("customer_id").agg(
+        n_orders=("net_amount", "size"),
+        total_spend=("net_amount", "sum"),
+        aov=("net_amount", "mean"),
+        days_since_last=("days_ago", "min"),
+        days_since_first=("days_ago", "max"),
+        orders_90d=("in_90", "sum"),
+        orders_365d=("in_365", "sum"),
+        spend_365d=("spend_365", "sum"),
+    )
+    out = cust.set_index("customer_id")[["city_tier", "member_level", "acquisition_channel"]].copy()
+    out["wecom_added"] = (cust.set_index("customer_id")["wecom_added_ts"] < c).fillna(False).astype(float)
+    out["tenure_days"] = ((c - cust.set_index("customer_id")["first_seen_ts"]) / pd.Timedelta(days=1)).clip(0)
+    out = out.join(f, how="left")
+    for col in ("n_orders", "total_spend", "orders_90d", "orders_365d", "spend_365d"):
+        out[col] = out[col].fillna(0.0)
+    if events is not None:
+        out = out.join(_event_features(events, c), how="left")
+        for col in [x for x in out.columns if x.startswith("events_")]:
+            out[col] = out[col].fillna(0.0)
+    out["frequency"] = (out["n_orders"] - 1).clip(lower=0)
+    out["recency_days"] = (out["days_since_first"] - out["days_since_last"]).fillna(0.0)
+    out["btyd_T"] = out["days_since_first"].fillna(0.0)
+    out["member_level"] = out["member_level"].astype("category")
+    out["acquisition_channel"] = out["acquisition_channel"].astype("category")
+    return out.reset_index().rename(columns={"index": "customer_id"})
+
+
+def _event_features(events: pd.DataFrame, c: pd.Timestamp) -> pd.DataFrame:
+    ev = events[events["ts"] < c]
+    days = (c - ev["ts"]) / pd.Timedelta(days=1)
+    ev = ev.assign(
+        days_ago=days,
+        in_30=(days < 30).astype(float),
+        in_90=(days < 90).astype(float),
+        wecom_in_90=((days < 90) & (ev["event_type"] == "wecom_msg_in")).astype(float),
+        visit_90=((days < 90) & (ev["event_type"] == "miniprogram_visit")).astype(float),
+    )
+    return ev.groupby("customer_id").agg(
+        events_30d=("in_30", "sum"),
+        events_90d=("in_90", "sum"),
+        events_wecom_in_90d=("wecom_in_90", "sum"),
+        events_visits_90d=("visit_90", "sum"),
+        days_since_last_event=("days_ago", "min"),
+    )
+
+
+@dataclass(frozen=True)
+class History:
+    """The contract tables a simulation reads (full histories; every use cuts them at a cutoff)."""
+
+    customers: pd.DataFrame
+    orders: pd.DataFrame
+    events: pd.DataFrame | None
+    touches: pd.DataFrame
+
+    def features(self, cutoff: dt.date) -> pd.DataFrame:
+        return cutoff_features(self.customers, self.orders, cutoff, self.events)
+
+
+# ----------------------------------------------------------------------------- model scores
+
+
+def churn_scores(hist: History, cutoff: dt.date, horizon_days: int, seed: int) -> pd.Series:
+    """P(no paid purchase in the next ``horizon_days``) from a LightGBM fit at ``cutoff − horizon``."""
+    import lightgbm as lgb
+
+    c0 = cutoff - dt.timedelta(days=horizon_days)
+    train = hist.features(c0)
+    train = train[train["n_orders"] > 0]
+    t0, t1 = business_midnight(c0), business_midnight(cutoff)
+    paid = hist.orders[hist.orders["status"].isin(PURCHASE_STATUSES)]
+    buyers = set(paid.loc[(paid["ts"] >= t0) & (paid["ts"] < t1), "customer_id"])
+    y = (~train["customer_id"].isin(buyers)).astype(int).to_numpy()
+    cols = feature_columns(train)
+    model = lgb.LGBMClassifier(
+        n_estimators=200, learning_rate=0.05, num_leaves=15, min_child_samples=50,
+        random_state=seed, n_jobs=1, deterministic=True, force_row_wise=True, verbose=-1,
+    )  # fmt: skip
+    model.fit(train[cols], y)
+    now = hist.features(cutoff)
+    risk = model.predict_proba(now[cols])[:, 1]
+    return pd.Series(risk, index=pd.Index(now["customer_id"], name="customer_id"), name="churn_risk")
+
+
+def clv_scores(feats: pd.DataFrame, months: int = 12) -> pd.Series:
+    """12-month discounted CLV from BG/NBD + Gamma-Gamma fitted on the history before the cutoff."""
+    from training.clv import BetaGeoModel, GammaGammaModel, customer_lifetime_value
+
+    f = feats[feats["n_orders"] > 0]
+    x, t_x, T = f["frequency"].to_numpy(float), f["recency_days"].to_numpy(float), f["btyd_T"].to_numpy(float)
+    T = np.maximum(T, t_x)
+    # Gamma-Gamma wants the mean of repeat transactions; the overall mean order value is the usual proxy.
+    m = np.where(x > 0, f["aov"].to_numpy(float), 0.0)
+    bg = BetaGeoModel().fit(x, t_x, T)
+    gg = GammaGammaModel().fit(x, m)
+    m_filled = np.where(x > 0, m, float(np.mean(m[x > 0])))
+    clv = customer_lifetime_value(bg, gg, x, t_x, T, m_filled, months=months, time_unit_days=1.0)
+    out = pd.Series(0.0, index=pd.Index(feats["customer_id"], name="customer_id"), name="clv")
+    out.loc[f["customer_id"].to_numpy()] = np.nan_to_num(clv, nan=0.0)
+    return out
+
+
+def campaign_windows(data_dir: Path) -> dict[str, float]:
+    """Campaign id → outcome window (days) from ``DIR/truth/campaigns.parquet`` when present."""
+    path = Path(data_dir) / "truth" / "campaigns.parquet"
+    if not path.exists():
+        return {}
+    camps = pd.read_parquet(path, columns=["campaign_id", "window_days"])
+    return dict(zip(camps["campaign_id"].astype(str), camps["window_days"].astype(float), strict=True))
+
+
+def campaign_training_frame(
+    data_dir: Path,
+    hist: History,
+    finished_before: dt.date | None = None,
+    started_on_or_after: dt.date | None = None,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """Units of past randomised campaigns (treatment/control) with outcomes and point-in-time features.
+
+    Keeps campaigns whose outcome window ended before ``finished_before`` and that started on or after
+    ``started_on_or_after``. Each campaign's units get the features at the campaign's start date (the
+    business day of its first touch), so a model never sees anything from after the touch.
+    """
+    windows = campaign_windows(data_dir)
+    touches, orders = hist.touches, hist.orders
+    first = touches.groupby("campaign_id")["ts"].min()
+    frames = []
+    for cid, ts0 in tqdm(sorted(first.items()), desc="campaign features", disable=not progress):
+        w = windows.get(str(cid), ReadoutConfig().window_days)
+        if finished_before is not None and ts0 + pd.Timedelta(days=w) > business_midnight(finished_before):
+            continue
+        if started_on_or_after is not None and ts0 < business_midnight(started_on_or_after):
+            continue
+        out = campaign_outcomes(touches, orders, ReadoutConfig(window_days=w), campaign_ids=[cid])
+        feats = hist.features(ts0.tz_convert(BUSINESS_TZ).date())
+        frames.append(training_frame(out, {str(cid): feats}))
+    if not frames:
+        raise ValueError(
+            f"no randomised campaign in the requested period (finished before {finished_before}, "
+            f"started on or after {started_on_or_after})"
+        )
+    return pd.concat(frames, ignore_index=True)
+
+
+def fit_channel_uplift(
+    data_dir: Path,
+    hist: History,
+    cutoff: dt.date,
+    config: SimulationConfig,
+    progress: bool = True,
+) -> ChannelUpliftModel:
+    """A :class:`ChannelUpliftModel` (conversion) from the randomised campaigns finished before ``cutoff``."""
+    df = campaign_training_frame(data_dir, hist, finished_before=cutoff, progress=progress)
+    model = ChannelUpliftModel(
+        learner=config.uplift_learner,
+        n_estimators=config.uplift_trees,
+        min_child_samples=config.uplift_min_child_samples,
+        random_state=config.seed,
+    )
+    return model.fit(
+        df[feature_columns(df)], df["converted"].to_numpy(), df["treatment"].to_numpy(), df["channel"]
+    )
+
+
+def load_history(data_dir: str | Path, cutoff: dt.date | None = None) -> History:
+    """Read the contract tables of ``data_dir``; touches are limited to those before ``cutoff``."""
+    from features.io import read_table
+
+    data_dir = Path(data_dir)
+    touches = read_table(data_dir, "touches")
+    if cutoff is not None:
+        touches = touches[touches["ts"] < business_midnight(cutoff)]
+    return History(
+        customers=read_table(data_dir, "customers"),
+        orders=read_table(data_dir, "orders"),
+        events=read_table(data_dir, "events") if (data_dir / "events.parquet").exists() else None,
+        touches=touches,
+    )
+
+
+def expected_order_value(feats: pd.DataFrame, prior_weight: float = 2.0) -> pd.Series:
+    """Order value per customer shrunk toward the population mean (few orders → mostly the mean)."""
+    n = feats["n_orders"].to_numpy(float)
+    pop = float(feats.loc[n > 0, "total_spend"].sum() / max(n.sum(), 1.0))
+    aov = feats["aov"].fillna(pop).to_numpy(float)
+    value = (n * aov + prior_weight * pop) / (n + prior_weight)
+    return pd.Series(value, index=pd.Index(feats["customer_id"], name="customer_id"), name="order_value")
+
+
+# ----------------------------------------------------------------------------- allocation & strategies
+
+
+def allocate(value: pd.DataFrame, costs: Mapping[str, float], budget: float) -> pd.DataFrame:
+    """Choose (customer, channel) pairs maximising Σ value under Σ cost ≤ budget (Lagrangian + greedy fill).
+
+    ``value`` is indexed by customer_id with one column per channel (expected profit net of cost).
+    """
+    channels = list(value.columns)
+    V = value.to_numpy(float)
+    c = np.array([float(costs[ch]) for ch in channels])
+    if (c <= 0).any():
+        raise ValueError(f"every channel needs a positive cost, got {dict(zip(channels, c, strict=True))}")
+    rows = np.arange(len(V))
+
+    def plan(lam: float) -> tuple[np.ndarray, np.ndarray, float]:
+        adj = V - lam * c
+        j = adj.argmax(axis=1)
+        take = adj[rows, j] > 0
+        return j, take, float(c[j[take]].sum())
+
+    j, take, spend = plan(0.0)
+    if spend > budget:
+        lo, hi = 0.0, float(np.max(V / c)) + 1.0
+        for _ in range(60):
+            mid = (lo + hi) / 2
+            if plan(mid)[2] > budget:
+                lo = mid
+            else:
+                hi = mid
+        j, take, spend = plan(hi)
+        # Fill the leftover budget with the best remaining value per ¥.
+        ratio = np.where(V > 0, V / c, -np.inf)
+        jr = ratio.argmax(axis=1)
+        cand = np.flatnonzero(~take & (ratio[rows, jr] > 0))
+        for i in cand[np.argsort(-ratio[cand, jr[cand]], kind="stable")]:
+            if spend + c[jr[i]] <= budget + 1e-9:
+                take[i], j[i] = True, jr[i]
+                spend += c[jr[i]]
+    chosen = np.flatnonzero(take)
+    return pd.DataFrame(
+        {
+            "customer_id": value.index.to_numpy()[chosen],
+            "channel": np.array(channels, dtype=object)[j[chosen]],
+        }
+    )
+
+
+def _top_k(order: np.ndarray, scores: pd.DataFrame, channel: str, budget: float, costs: Mapping[str, float]):
+    k = int(budget // float(costs[channel]))
+    ids = scores["customer_id"].to_numpy()[order[:k]]
+    return pd.DataFrame({"customer_id": ids, "channel": channel})
+
+
+def random_strategy(channel: str, seed: int = 0) -> Strategy:
+    """Contact random customers on ``channel`` until the budget is spent."""
+
+    def strategy(scores: pd.DataFrame, budget: float, costs: Mapping[str, float]) -> pd.DataFrame:
+        order = np.random.default_rng(seed).permutation(len(scores))
+        return _top_k(order, scores, channel, budget, costs)
+
+    return strategy
+
+
+def ranked_strategy(score_column: str, channel: str) -> Strategy:
+    """Contact the customers with the highest ``score_column`` on ``channel`` until the budget is spent."""
+
+    def strategy(scores: pd.DataFrame, budget: float, costs: Mapping[str, float]) -> pd.DataFrame:
+        order = np.argsort(-scores[score_column].to_numpy(float), kind="stable")
+        return _top_k(order, scores, channel, budget, costs)
+
+    return strategy
+
+
+def profit_strategy(prefix: str, channels: Sequence[str]) -> Strategy:
+    """Budgeted allocation on per-channel expected profit columns ``{prefix}{channel}``."""
+
+    def strategy(scores: pd.DataFrame, budget: float, costs: Mapping[str, float]) -> pd.DataFrame:
+        value = scores.set_index("customer_id")[[f"{prefix}{ch}" for ch in channels]]
+        value.columns = list(channels)
+        return allocate(value, costs, budget)
+
+    return strategy
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+
+@dataclass(frozen=True)
+class StrategyResult:
+    strategy: str
+    n_contacted: int
+    spend: float
+    incremental_conversions: float
+    incremental_revenue: float
+    incremental_profit: float
+    share_of_oracle: float
+
+
+def evaluate_choice(
+    choice: pd.DataFrame, truth_uplift: Mapping[str, pd.DataFrame], costs: Mapping[str, float], budget: float,
+    margin_rate: float, name: str,
+) -> StrategyResult:  # fmt: skip
+    """True incremental outcome of contacting ``choice``.
+
+    The choice is validated first: known customers and channels, one row per customer, within budget.
+    """
+    problems = []
+    if not {"customer_id", "channel"} <= set(choice.columns):
+        raise ValueError(f"strategy {name!r} must return customer_id and channel columns")
+    dup = choice["customer_id"].duplicated()
+    if dup.any():
+        problems.append(f"{int(dup.sum())} customers chosen twice")
+    unknown = sorted(set(choice["channel"]) - set(truth_uplift))
+    if unknown:
+        problems.append(f"unknown channels {unknown}")
+    spend = float(choice["channel"].map(costs).sum()) if not unknown else float("nan")
+    if spend > budget * (1 + 1e-9):
+        problems.append(f"spend ¥{spend:,.2f} exceeds the budget ¥{budget:,.2f}")
+    if problems:
+        raise ValueError(f"strategy {name!r}: " + "; ".join(problems))
+    conv = rev = 0.0
+    for ch, grp in choice.groupby("channel"):
+        t = truth_uplift[str(ch)].reindex(grp["customer_id"])
+        if t["uplift_p"].isna().any():
+            raise ValueError(f"strategy {name!r} chose {int(t['uplift_p'].isna().sum())} unknown customers")
+        conv += float(t["uplift_p"].sum())
+        rev += float(t["uplift_value"].sum())
+    return StrategyResult(name, len(choice), spend, conv, rev, margin_rate * rev - spend, float("nan"))
+
+
+def compare_strategies(
+    scores: pd.DataFrame,
+    strategies: Mapping[str, Strategy],
+    truth_uplift: Mapping[str, pd.DataFrame],
+    costs: Mapping[str, float],
+    budget: float,
+    margin_rate: float,
+    reference: str = "oracle",
+) -> pd.DataFrame:
+    """Run every strategy on the same scores and budget; table of true outcomes and share of ``reference``."""
+    results = [
+        evaluate_choice(fn(scores, budget, costs), truth_uplift, costs, budget, margin_rate, name)
+        for name, fn in strategies.items()
+    ]
+    table = pd.DataFrame([asdict(r) for r in results])
+    if reference in set(table["strategy"]):
+        ref = float(table.loc[table["strategy"] == reference, "incremental_profit"].iat[0])
+        table["share_of_oracle"] = table["incremental_profit"] / ref if ref > 0 else float("nan")
+    return table
+
+
+# ----------------------------------------------------------------------------- end to end
+
+
+@dataclass
+class Simulation:
+    """Everything one run of the simulator produced."""
+
+    config: SimulationConfig
+    cutoff: dt.date
+    channels: list[str]
+    table: pd.DataFrame
+    scores: pd.DataFrame
+
+    def summary_json(self) -> dict[str, object]:
+        t = self.table.set_index("strategy")
+        return {
+            "cutoff": self.cutoff.isoformat(),
+            "budget": self.config.budget,
+            "margin_rate": self.config.margin_rate,
+            "channels": self.channels,
+            "incremental_profit": {k: round(float(v), 2) for k, v in t["incremental_profit"].items()},
+            "share_of_oracle": {k: round(float(v), 4) for k, v in t["share_of_oracle"].items()},
+        }
+
+
+def simulate(data_dir: str | Path, config: SimulationConfig, progress: bool = True) -> Simulation:
+    """Build the scores at the cutoff, run the five strategies and evaluate them on the world's truth."""
+    from features.synthetic import CHANNEL_COSTS, load_truth, oracle_uplift
+
+    data_dir = Path(data_dir)
+    truth = load_truth(data_dir)
+    cutoff = config.cutoff or (truth.config.end + dt.timedelta(days=1))
+    hist = load_history(data_dir, cutoff)
+    feats = hist.features(cutoff)
+    feats = feats[~global_holdout_mask(feats["customer_id"], config.holdout_share)].reset_index(drop=True)
+    model = fit_channel_uplift(data_dir, hist, cutoff, config, progress)
+    channels = model.channels_
+    costs = {ch: float(CHANNEL_COSTS[ch]) for ch in channels}
+    if config.baseline_channel not in costs:
+        raise ValueError(f"baseline channel {config.baseline_channel!r} has no past campaigns ({channels})")
+
+    scores = feats.copy()
+    scores["churn_risk"] = scores["customer_id"].map(
+        churn_scores(hist, cutoff, config.churn_horizon_days, config.seed)
+    )
+    scores["clv"] = scores["customer_id"].map(clv_scores(feats))
+    scores["clv_x_risk"] = scores["clv"] * scores["churn_risk"]
+    order_value = expected_order_value(feats).reindex(scores["customer_id"]).to_numpy()
+    truth_uplift: dict[str, pd.DataFrame] = {}
+    for ch in channels:
+        up = model.predict(scores[model.feature_names_], ch)
+        scores[f"uplift_{ch}"] = up
+        scores[f"exp_profit_{ch}"] = config.margin_rate * up * order_value - costs[ch]
+        tu = oracle_uplift(truth, cutoff, ch, config.window_days)
+        truth_uplift[ch] = tu
+        true_value = tu["uplift_value"].reindex(scores["customer_id"]).fillna(0.0).to_numpy()
+        scores[f"true_profit_{ch}"] = config.margin_rate * true_value - costs[ch]
+
+    base = config.baseline_channel
+    strategies: dict[str, Strategy] = {
+        "random": random_strategy(base, config.seed),
+        "churn_risk": ranked_strategy("churn_risk", base),
+        "clv_x_risk": ranked_strategy("clv_x_risk", base),
+        "uplift": profit_strategy("exp_profit_", channels),
+    }
+    if config.feature_oracle:
+        add_feature_oracle(scores, channels, model.feature_names_, config.seed)
+        strategies["feature_oracle"] = profit_strategy("feature_oracle_", channels)
+    strategies["oracle"] = profit_strategy("true_profit_", channels)
+    table = compare_strategies(scores, strategies, truth_uplift, costs, config.budget, config.margin_rate)
+    return Simulation(config, cutoff, channels, table, scores)
+
+
+def add_feature_oracle(
+    scores: pd.DataFrame, channels: Sequence[str], features: Sequence[str], seed: int
+) -> None:
+    """Add ``feature_oracle_{channel}``: the true profit as well as these features can express it.
+
+    A LightGBM regression of the *true* profit on the observable features, fitted and applied on the
+    same customers (in-sample, so optimistic). It is a reference, not a strategy: the gap between it
+    and the oracle is what no model on these features can recover (latent persona, alive state,
+    persuasion strength); the gap between ``uplift`` and it is estimation error from finite campaigns.
+    """
+    import lightgbm as lgb
+
+    X = scores[list(features)]
+    for ch in channels:
+        model = lgb.LGBMRegressor(
+            n_estimators=300, learning_rate=0.05, num_leaves=31, min_child_samples=50,
+            random_state=seed, n_jobs=1, deterministic=True, force_row_wise=True, verbose=-1,
+        )  # fmt: skip
+        scores[f"feature_oracle_{ch}"] = model.fit(X, scores[f"true_profit_{ch}"]).predict(X)
+
+
+def format_table(table: pd.DataFrame) -> str:
+    """The strategy table as aligned text."""
+    fmt = table.copy()
+    for col in ("spend", "incremental_revenue", "incremental_profit"):
+        fmt[col] = fmt[col].map(lambda v: f"¥{v:,.0f}")
+    fmt["incremental_conversions"] = fmt["incremental_conversions"].map(lambda v: f"{v:,.1f}")
+    fmt["share_of_oracle"] = fmt["share_of_oracle"].map(lambda v: f"{v:.1%}")
+    return fmt.to_string(index=False)
+
+
+def summary_line(sim: Simulation) -> str:
+    """The last line of ``siyu experiment simulate``: one JSON object."""
+    return json.dumps(sim.summary_json(), ensure_ascii=False)
