@@ -453,6 +453,39 @@ def compare_strategies(
 
 
 @dataclass
+class Scenario:
+    """Scores and truth at one cutoff: everything needed to evaluate strategies at any budget."""
+
+    config: SimulationConfig
+    cutoff: dt.date
+    channels: list[str]
+    costs: dict[str, float]
+    scores: pd.DataFrame
+    truth_uplift: dict[str, pd.DataFrame]
+
+    def strategies(self) -> dict[str, Strategy]:
+        """The standard strategies (plus the feature-oracle ceiling and the oracle)."""
+        base = self.config.baseline_channel
+        out: dict[str, Strategy] = {
+            "random": random_strategy(base, self.config.seed),
+            "churn_risk": ranked_strategy("churn_risk", base),
+            "clv_x_risk": ranked_strategy("clv_x_risk", base),
+            "uplift": profit_strategy("exp_profit_", self.channels),
+        }
+        if self.config.feature_oracle:
+            out["feature_oracle"] = profit_strategy("feature_oracle_", self.channels)
+        out["oracle"] = profit_strategy("true_profit_", self.channels)
+        return out
+
+    def compare(self, budget: float, extra: Mapping[str, Strategy] | None = None) -> pd.DataFrame:
+        """Strategy table at ``budget``; ``extra`` strategies (e.g. the serving policy) are added."""
+        strategies = {**self.strategies(), **(extra or {})}
+        return compare_strategies(
+            self.scores, strategies, self.truth_uplift, self.costs, budget, self.config.margin_rate
+        )
+
+
+@dataclass
 class Simulation:
     """Everything one run of the simulator produced."""
 
@@ -474,8 +507,11 @@ class Simulation:
         }
 
 
-def simulate(data_dir: str | Path, config: SimulationConfig, progress: bool = True) -> Simulation:
-    """Build the scores at the cutoff, run the five strategies and evaluate them on the world's truth."""
+def prepare_scenario(data_dir: str | Path, config: SimulationConfig, progress: bool = True) -> Scenario:
+    """Fit the churn, CLV and channel-uplift models before the cutoff; score every contactable customer.
+
+    Also attaches the truth: per channel the oracle uplift and ``true_profit_{channel}`` columns.
+    """
     from features.synthetic import CHANNEL_COSTS, load_truth, oracle_uplift
 
     data_dir = Path(data_dir)
@@ -506,20 +542,16 @@ def simulate(data_dir: str | Path, config: SimulationConfig, progress: bool = Tr
         truth_uplift[ch] = tu
         true_value = tu["uplift_value"].reindex(scores["customer_id"]).fillna(0.0).to_numpy()
         scores[f"true_profit_{ch}"] = config.margin_rate * true_value - costs[ch]
-
-    base = config.baseline_channel
-    strategies: dict[str, Strategy] = {
-        "random": random_strategy(base, config.seed),
-        "churn_risk": ranked_strategy("churn_risk", base),
-        "clv_x_risk": ranked_strategy("clv_x_risk", base),
-        "uplift": profit_strategy("exp_profit_", channels),
-    }
     if config.feature_oracle:
         add_feature_oracle(scores, channels, model.feature_names_, config.seed)
-        strategies["feature_oracle"] = profit_strategy("feature_oracle_", channels)
-    strategies["oracle"] = profit_strategy("true_profit_", channels)
-    table = compare_strategies(scores, strategies, truth_uplift, costs, config.budget, config.margin_rate)
-    return Simulation(config, cutoff, channels, table, scores)
+    return Scenario(config, cutoff, channels, costs, scores, truth_uplift)
+
+
+def simulate(data_dir: str | Path, config: SimulationConfig, progress: bool = True) -> Simulation:
+    """Score at the cutoff, run the strategies at ``config.budget`` and evaluate them on the truth."""
+    scenario = prepare_scenario(data_dir, config, progress)
+    table = scenario.compare(config.budget)
+    return Simulation(config, scenario.cutoff, scenario.channels, table, scenario.scores)
 
 
 def add_feature_oracle(

@@ -119,3 +119,28 @@ def test_channel_uplift_table(tmp_path) -> None:
     back = ChannelUpliftTable.from_json(table.to_json(tmp_path / "channel_uplift.json"))
     assert back == table
     assert list(back.frame()["channel"]) == ["ai_call", "sms"]
+
+
+def test_channel_uplift_model_scales_shared_responsiveness_by_channel() -> None:
+    from experiments.uplift import ChannelUpliftModel
+
+    X, y, w, tau = _world(12_000, seed=9)
+    channel = np.where(np.arange(len(y)) % 2 == 0, "sms", "ai_call")
+    # ai_call moves the same customers twice as much as sms.
+    rng = np.random.default_rng(10)
+    extra = (channel == "ai_call") & (w == 1) & (tau > 0) & (rng.random(len(y)) < 0.25 / 0.75)
+    y = np.where(extra, 1.0, y)
+    model = ChannelUpliftModel(n_estimators=60, random_state=1).fit(X, y, w, channel)
+    assert model.channels_ == ["ai_call", "sms"]
+    sms, call = model.predict(X, "sms"), model.predict(X, "ai_call")
+    assert (sms >= 0).all() and np.corrcoef(sms, call)[0, 1] == pytest.approx(1.0)
+    assert call.mean() / sms.mean() == pytest.approx(
+        model.channel_mean_["ai_call"]
+        / model.channel_mean_["sms"]
+        * model.channel_scale_["sms"]
+        / model.channel_scale_["ai_call"]
+    )
+    assert 1.3 < call.mean() / sms.mean() < 3.0
+    assert sms[tau > 0].mean() > 2 * sms[tau == 0].mean()
+    with pytest.raises(ValueError, match="no past campaign on channel 'coupon'"):
+        model.predict(X, "coupon")
