@@ -89,11 +89,11 @@ def cutoff_features(
 ) -> pd.DataFrame:
     """Minimal point-in-time features at ``cutoff`` (only records with ts < cutoff) per customer.
 
-    Uses ``features.snapshot.build_snapshot`` when the project provides it; this fallback keeps the
-    simulator self-contained: recency, frequency, monetary, tenure, 90/365-day activity, WeCom and
-    membership attributes, and interaction-event activity (which fades before a customer lapses) when
-    ``events`` is given. Columns needed by the strategies: ``frequency`` (repeat purchases),
-    ``recency_days`` (first → last purchase), ``tenure_days`` (first purchase → cutoff), ``aov``.
+    A minimal stand-in for the project's feature snapshot that keeps the simulator self-contained:
+    recency, frequency, monetary, tenure, 90/365-day activity, WeCom and membership attributes, and
+    interaction-event activity (which fades before a customer lapses) when ``events`` is given.
+    Columns the strategies need: ``frequency`` (repeat purchases), ``recency_days`` (first → last
+    purchase), ``btyd_T`` (first purchase → cutoff), ``aov``, ``n_orders``.
     """
     c = business_midnight(cutoff)
     cust = customers[customers["first_seen_ts"] < c]
