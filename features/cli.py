@@ -66,12 +66,18 @@ def synth(
     from features.synthetic import STEPS, SynthConfig, generate_world, summarize, write_world
 
     try:
-        cfg = SynthConfig(customers=customers, seed=seed, start=date.fromisoformat(start),
-                          end=date.fromisoformat(end), covariates=not no_covariates)
+        cfg = SynthConfig(
+            customers=customers,
+            seed=seed,
+            start=date.fromisoformat(start),
+            end=date.fromisoformat(end),
+            covariates=not no_covariates,
+        )
     except ValueError as err:
         raise typer.BadParameter(str(err)) from err
     t0 = time.perf_counter()
     with tqdm(total=len(STEPS) + 1, desc="synth", unit="step") as bar:
+
         def advance(name: str) -> None:
             bar.set_postfix_str(name)
             bar.update(1)
@@ -90,3 +96,43 @@ def synth(
         f"alive at end {s['share_alive_at_end']:.1%} | paid net revenue ¥{s['paid_net_revenue']:,.0f}"
     )
     typer.echo(f"wrote {out} in {time.perf_counter() - t0:.1f}s")
+
+
+@features_app.command("build")
+def build(
+    data: Path = typer.Option(..., "--data", help="Data directory with the contract tables."),
+    cutoff: str = typer.Option(..., "--cutoff", help="Cutoff date YYYY-MM-DD (midnight, business timezone)."),
+    out: Path | None = typer.Option(
+        None, "--out", help="Output parquet (default DATA/snapshots/CUTOFF.parquet)."
+    ),
+    engine: str = typer.Option("duckdb", "--engine", help="Execution engine: duckdb (embedded default)."),
+) -> None:
+    """Build the point-in-time feature snapshot at CUTOFF (only records before it are used)."""
+    from features.io import atomic_write_parquet
+    from features.snapshot import build_snapshot, write_snapshot
+
+    snap = build_snapshot(data, cutoff, engine=engine)
+    path = atomic_write_parquet(snap, out) if out else write_snapshot(snap, data, cutoff)
+    typer.echo(f"snapshot at {cutoff}: {len(snap):,} customers × {snap.shape[1] - 2} features → {path}")
+
+
+@features_app.command("training-set")
+def training_set(
+    data: Path = typer.Option(..., "--data", help="Data directory with the contract tables."),
+    cutoffs: str = typer.Option(
+        ..., "--cutoffs", help="Comma-separated cutoff dates, e.g. 2024-01-01,2024-02-01."
+    ),
+    out: Path = typer.Option(..., "--out", help="Output parquet; a manifest JSON is written beside it."),
+    churn_horizon: int = typer.Option(90, "--churn-horizon", help="Churn label horizon in days."),
+) -> None:
+    """Stack snapshots × labels over CUTOFFS into one training set with a manifest."""
+    from features.labels import LabelWindowError
+    from features.training_set import build_training_set, write_training_set
+
+    try:
+        df = build_training_set(data, [c.strip() for c in cutoffs.split(",") if c.strip()], churn_horizon)
+    except LabelWindowError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(code=1) from err
+    path = write_training_set(df, out, data, churn_horizon)
+    typer.echo(f"training set: {len(df):,} rows → {path} (manifest beside it)")

@@ -181,19 +181,12 @@ def fit_classifier(
 
 
 def _rfm_columns(df: pd.DataFrame) -> tuple[str, str, str]:
-    """Recency, frequency, monetary columns of the snapshot (first of the known spellings present)."""
-    options = {
-        "recency": ["recency_days", "rfm_recency_days", "days_since_last_purchase"],
-        "frequency": ["frequency", "rfm_frequency", "n_orders", "n_purchases"],
-        "monetary": ["monetary", "rfm_monetary", "net_spend", "monetary_total"],
-    }
-    out = []
-    for what, names in options.items():
-        hit = next((n for n in names if n in df.columns), None)
-        if hit is None:
-            raise ValueError(f"no {what} column for the RFM rule among {names}")
-        out.append(hit)
-    return out[0], out[1], out[2]
+    """Recency, frequency, monetary columns of the feature snapshot (features.snapshot names them)."""
+    cols = ("recency_days", "n_orders", "total_net")
+    missing = [c for c in cols if c not in df.columns]
+    if missing:
+        raise ValueError(f"the training set lacks the RFM columns {missing}")
+    return cols
 
 
 def _fit_for(fits: list[bb.BTYDFit], cutoff: dt.date) -> bb.BTYDFit:
@@ -310,7 +303,7 @@ def run_classifier(outcome: ClassifierOutcome, cfg: TrainingConfig, data_fingerp
         ev_X = outcome.eval_X
         contrib = shap_values(outcome.model, ev_X)
         run.log_figure(summary_plot(contrib, ev_X, t / f"shap_{kind.value}.png", title=f"{kind.value}: SHAP"))
-        run.log_frame(importance(contrib).rename("mean_abs_shap").reset_index(names="feature"),
+        run.log_frame(importance(contrib).rename("mean_abs_shap").rename_axis("feature").reset_index(),
                       "tables/shap_importance.csv")
         top = reason_codes(contrib, k=cfg.top_k_reasons)["reason_1"].value_counts().rename_axis("feature")
         run.log_frame(top.rename("customers").reset_index(), "tables/top_reason_counts.csv")

@@ -570,7 +570,13 @@ def model_versions(name: str, uri: str | None = None) -> pd.DataFrame:
     uri = uri or tracking_uri()
     c = client(uri)
     rows = []
+    # search_model_versions leaves ``aliases`` empty on the SQL store; the registered model has them all.
+    alias_map = with_retry(lambda: c.get_registered_model(name), uri).aliases
+    by_version: dict[int, list[str]] = {}
+    for alias, version in sorted(alias_map.items()):
+        by_version.setdefault(int(version), []).append(alias)
     for mv in with_retry(lambda: c.search_model_versions(f"name='{name}'"), uri):
-        rows.append({"version": int(mv.version), "aliases": ",".join(mv.aliases), "run_id": mv.run_id,
+        aliases = ",".join(by_version.get(int(mv.version), []))
+        rows.append({"version": int(mv.version), "aliases": aliases, "run_id": mv.run_id,
                      **{k: v for k, v in mv.tags.items()}})
     return pd.DataFrame(rows).sort_values("version").reset_index(drop=True) if rows else pd.DataFrame()
