@@ -98,6 +98,40 @@ def synth(
     typer.echo(f"wrote {out} in {time.perf_counter() - t0:.1f}s")
 
 
+@data_app.command("ingest")
+def ingest(
+    orders: Path = typer.Option(..., "--orders", help="Transaction export (CSV or parquet)."),
+    mapping: str = typer.Option(
+        ..., "--mapping", help="YAML mapping file, or the name of a bundled one (e.g. online_retail)."
+    ),
+    out: Path = typer.Option(..., "--out", help="Data directory to write orders, customers and the report."),
+) -> None:
+    """Map a real transaction export onto the orders contract and derive the customers table.
+
+    Every input row is counted under one rule in OUT/ingest_report.json (duplicates, missing customer
+    ids, non-product lines, returns netted against their orders, ...). Exits with code 1 and one
+    message naming the columns when the file cannot be ingested at all.
+    """
+    from features.ingest import IngestError, ingest_file, resolve_mapping, write_ingest
+    from features.schema import ContractError
+
+    try:
+        result = ingest_file(orders, resolve_mapping(mapping))
+        paths = write_ingest(result, out)
+    except (IngestError, ContractError) as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(code=1) from err
+    r = result.report
+    dropped = {k: v for k, v in r.rules.items() if v and k not in ("sale_line", "return_netted")}
+    typer.echo(
+        f"{r.input_rows:,} rows → {r.orders:,} orders ({r.orders_by_status['refunded']:,} refunded, "
+        f"{r.orders_by_status['cancelled']:,} cancelled) of {r.customers:,} customers; "
+        f"{r.rules['sale_line']:,} sale lines, {r.rules['return_netted']:,} returns netted"
+    )
+    typer.echo("set aside: " + (", ".join(f"{k} {v:,}" for k, v in dropped.items()) or "nothing"))
+    typer.echo(f"wrote {paths['orders'].parent} (report: {paths['report'].name})")
+
+
 @features_app.command("build")
 def build(
     data: Path = typer.Option(..., "--data", help="Data directory with the contract tables."),
