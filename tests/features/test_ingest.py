@@ -437,3 +437,15 @@ def test_cli_ingest_unrecoverable_input_exits_with_one_message(dirty: Dirty, tmp
     assert result.exit_code == 1
     assert "'InvoiceDate'" in result.output and "Traceback" not in result.output
     assert not (tmp_path / "out" / "orders.parquet").exists()
+
+
+def test_naive_times_in_clock_changes_are_localised_not_dropped(retail: IngestMapping) -> None:
+    stamps = ["2024-10-27 01:30:00", "2024-03-31 01:30:00"]  # London: repeated hour, skipped hour
+    raw = pd.DataFrame(
+        [[str(i), "A1", "a", "1", s, "2.0", "7", "UK"] for i, s in enumerate(stamps)], columns=COLUMNS
+    )
+    result = ingest_frame(raw, retail)
+    assert result.report.rules["sale_line"] == 2
+    ts = result.orders.set_index("order_id")["ts"]
+    assert ts["0"] == pd.Timestamp("2024-10-27 00:30", tz="UTC")  # first occurrence (still summer time)
+    assert ts["1"] == pd.Timestamp("2024-03-31 01:00", tz="UTC")  # shifted forward to 02:00 BST
