@@ -340,7 +340,7 @@ def _lifecycle_section(fig: ReportFigures, png: dict[str, bytes]) -> str:
     dist = _table(
         ["stage", "阶段", "customers", "share"],
         [[s, lc.names_zh[s], fmt_int(lc.counts[s]), fmt_pct(lc.shares[s])] for s in STAGES]
-        + [["total", "合计", fmt_int(lc.total), fmt_pct(1.0 if lc.total else None)]],
+        + [["total", "合计", fmt_int(lc.total), ""]],
     )
     tr = fig.transitions
     trans = _table(

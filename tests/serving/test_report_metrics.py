@@ -279,18 +279,21 @@ def test_score_psi_and_scores_by_stage(built: dict) -> None:
 def _realised(t: dict, s: dt.date, ids: list[str], label: str) -> dict[str, float]:
     c = midnight(s)
     paid = t["orders"][t["orders"]["status"] == "paid"]
+    history: dict[str, list[tuple[pd.Timestamp, float]]] = {}
+    for cid, ts, v in zip(paid["customer_id"], paid["ts"], paid["net_amount"], strict=True):
+        history.setdefault(cid, []).append((ts, v))
     out = {}
     for cid in ids:
-        ts = paid.loc[paid["customer_id"] == cid, ["ts", "net_amount"]]
-        past = ts[ts["ts"] < c]
+        h = history.get(cid, [])
+        past = [ts for ts, _ in h if ts < c]
         if label == "label_churn":
-            if (past["ts"] >= c - 365 * DAY).any():
-                out[cid] = float(not ((ts["ts"] >= c) & (ts["ts"] < c + 90 * DAY)).any())
+            if any(ts >= c - 365 * DAY for ts in past):
+                out[cid] = float(not any(c <= ts < c + 90 * DAY for ts, _ in h))
         elif label == "label_repurchase_7d":
-            if len(past):
-                out[cid] = float(((ts["ts"] >= c) & (ts["ts"] < c + 7 * DAY)).any())
+            if past:
+                out[cid] = float(any(c <= ts < c + 7 * DAY for ts, _ in h))
         else:
-            out[cid] = float(ts.loc[(ts["ts"] >= c) & (ts["ts"] < c + 365 * DAY), "net_amount"].sum())
+            out[cid] = float(sum(v for ts, v in h if c <= ts < c + 365 * DAY))
     return out
 
 
