@@ -58,7 +58,15 @@ class MetricDropThresholds(_Strict):
 class PSIThresholds(_Strict):
     max_psi: float = Field(0.2, gt=0)
     min_rows: int = Field(200, ge=1)
-    ignore: dict[str, str] = Field(default_factory=dict, description="feature → why it is not alerted")
+    ignore: dict[str, str] = Field(
+        default_factory=lambda: {
+            "cutoff_month": "calendar feature, constant within a snapshot",
+            "days_to_next_sale": "calendar feature, constant within a snapshot",
+            "days_since_last_touch": "jumps with every campaign's send date",
+            "touches_90d": "follows the campaign calendar (our own outreach, not the customers)",
+        },
+        description="feature → why it is not alerted",
+    )
 
 
 class AlertConfig(_Strict):

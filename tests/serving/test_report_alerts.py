@@ -95,3 +95,11 @@ def test_false_alarm_rate_over_resamples_without_a_shift() -> None:
     rate = len(with_alert) / RESAMPLES
     print(f"false-alarm rate: {len(with_alert)}/{RESAMPLES} runs = {rate:.1%}; alerts: {with_alert}")
     assert rate < 0.05
+
+
+def test_packaged_thresholds_are_the_typed_defaults_and_typos_are_refused(tmp_path: Path) -> None:
+    assert load_alert_config() == AlertConfig()
+    bad = tmp_path / "alerts.yaml"
+    bad.write_text("psi:\n  max_psi: 0.2\n  maxpsi: 0.3\n")
+    with pytest.raises(ValueError, match="maxpsi"):
+        load_alert_config(bad)
