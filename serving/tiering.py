@@ -220,7 +220,10 @@ def _finite(s: pd.Series) -> pd.Series:
 
 
 def _nonempty_str(s: pd.Series) -> pd.Series:
-    return s.map(lambda v: isinstance(v, str) and v != "")
+    if not (pd.api.types.is_object_dtype(s) or pd.api.types.is_string_dtype(s)):
+        return pd.Series(False, index=s.index)
+    # The .str accessor gives NaN for anything that is not a string.
+    return s.str.len().fillna(0).gt(0) & s.map(type).eq(str)
 
 
 def _prob(nullable: bool) -> pa.Column:
@@ -399,19 +402,34 @@ def contact_counts(history: pd.DataFrame, ids: np.ndarray, as_of: dt.date) -> Co
     )
 
 
-def cap_reasons(counts: ContactCounts, caps: ContactCaps) -> list[str | None]:
+def _text(values: np.ndarray, spec: str) -> np.ndarray:
+    """Format numbers one by one into an object array of str (for vectorised string concatenation)."""
+    return np.array([format(v, spec) for v in np.asarray(values).tolist()], dtype=object)
+
+
+def _join(parts: list[np.ndarray], sep: str) -> np.ndarray:
+    out = parts[0]
+    for p in parts[1:]:
+        out = out + sep + p
+    return out
+
+
+def cap_reasons(counts: ContactCounts, caps: ContactCaps) -> np.ndarray:
     """Why the caps forbid a touch on the planned day (None where a touch is allowed)."""
-    out: list[str | None] = []
-    for n7, n30, last in zip(counts.last_7d, counts.last_30d, counts.days_since_last, strict=True):
-        if n7 >= caps.max_per_7d:
-            out.append(f"contact cap: {n7} touches in the last 7 days (max {caps.max_per_7d})")
-        elif n30 >= caps.max_per_30d:
-            out.append(f"contact cap: {n30} touches in the last 30 days (max {caps.max_per_30d})")
-        elif last <= caps.quiet_days:
-            ago = "today" if last == 0 else f"{int(last)} day{'s' if last > 1 else ''} ago"
-            out.append(f"quiet period: last touch {ago} (quiet {caps.quiet_days} days after a touch)")
-        else:
-            out.append(None)
+    n7, n30, last = counts.last_7d, counts.last_30d, counts.days_since_last
+    out = np.full(len(n7), None, dtype=object)
+    by7 = n7 >= caps.max_per_7d
+    by30 = ~by7 & (n30 >= caps.max_per_30d)
+    quiet = ~by7 & ~by30 & (last <= caps.quiet_days)
+    out[by7] = "contact cap: " + _text(n7[by7], "d") + f" touches in the last 7 days (max {caps.max_per_7d})"
+    out[by30] = (
+        "contact cap: " + _text(n30[by30], "d") + f" touches in the last 30 days (max {caps.max_per_30d})"
+    )
+    days = last[quiet].astype(np.int64)
+    ago = np.where(days == 0, "today", _text(days, "d") + np.where(days == 1, " day ago", " days ago"))
+    out[quiet] = (
+        "quiet period: last touch " + ago.astype(object) + f" (quiet {caps.quiet_days} days after a touch)"
+    )
     return out
 
 
@@ -668,37 +686,43 @@ def allocate(
 # ----------------------------------------------------------------------------- the plan
 
 
-def _money(policy: Policy, v: float, decimals: int | None = None) -> str:
-    """``¥1,240`` / ``¥38.20`` / ``¥0.0042``: small amounts keep three significant digits."""
-    sign = "−" if v < 0 else ""
-    a = abs(v)
+def _money(values: np.ndarray, currency: str, decimals: int | None = None) -> np.ndarray:
+    """``¥1,240`` / ``¥38.20`` / ``¥0.00424`` / ``−¥0.0112``: small amounts keep three significant digits."""
+    v = np.asarray(values, dtype=float)
+    a = np.abs(v)
     if decimals is not None:
-        return f"{sign}{policy.currency}{a:,.{decimals}f}"
-    text = f"{a:,.2f}" if a >= 0.995 or a == 0 else f"{a:.3g}"
-    return f"{sign}{policy.currency}{text}"
+        text = _text(a, f",.{decimals}f")
+    else:
+        small = (a < 0.995) & (a != 0)
+        text = np.empty(len(a), dtype=object)
+        text[~small] = _text(a[~small], ",.2f")
+        text[small] = _text(a[small], ".3g")
+    return np.where(v < 0, "−", "").astype(object) + currency + text
 
 
-def _facts(cond: Condition, row: dict, policy: Policy) -> str:
-    """The facts that put a customer in a tier (the tested fields), plus the CLV."""
+def _facts(cond: Condition, s: pd.DataFrame, currency: str) -> np.ndarray:
+    """The facts that put each row in its tier (the fields the condition tests), plus the CLV."""
     parts = []
     if cond.risk_at_least is not None or cond.risk_below is not None:
-        if np.isnan(row["p_churn"]):
-            parts.append(f"1 − P(alive) {1.0 - row['p_alive']:.2f}")
-        else:
-            parts.append(f"p_churn {row['p_churn']:.2f}")
+        churn, alive = s["p_churn"].to_numpy(float), s["p_alive"].to_numpy(float)
+        no_score = np.isnan(churn)
+        parts.append(
+            np.where(no_score, "1 − P(alive) ", "p_churn ").astype(object)
+            + _text(np.where(no_score, 1.0 - alive, churn), ".2f")
+        )
     if cond.p_repurchase_7d_at_least is not None:
-        parts.append(f"p_repurchase_7d {row['p_repurchase_7d']:.2f}")
+        parts.append("p_repurchase_7d " + _text(s["p_repurchase_7d"].to_numpy(float), ".2f"))
     if cond.p_alive_below is not None:
-        parts.append(f"P(alive) {row['p_alive']:.2f}")
+        parts.append("P(alive) " + _text(s["p_alive"].to_numpy(float), ".2f"))
     if cond.lifecycle_stages is not None:
-        parts.append(str(row["lifecycle_stage"]))
+        parts.append(s["lifecycle_stage"].astype(str).to_numpy(dtype=object))
     if any(
         getattr(cond, f) is not None
         for f in ("recency_days_at_least", "recency_days_at_most", "recency_days_above")
     ):
-        parts.append(f"last purchase {row['recency_days']:.0f} days ago")
-    parts.append(f"CLV {_money(policy, row['clv_12m'], 0)}")
-    return ", ".join(parts)
+        parts.append("last purchase " + _text(s["recency_days"].to_numpy(float), ".0f") + " days ago")
+    parts.append("CLV " + _money(s["clv_12m"].to_numpy(float), currency, 0))
+    return _join(parts, ", ")
 
 
 def plan_actions(
@@ -740,7 +764,7 @@ def plan_actions(
     held = _holdout_mask(ids, holdout, policy)
     opted = s["opted_out"].to_numpy(dtype=bool) if "opted_out" in s.columns else np.zeros(n, dtype=bool)
     capped = cap_reasons(contact_counts(h, ids, as_of), policy.caps)
-    is_capped = np.array([c is not None for c in capped], dtype=bool)
+    is_capped = ~pd.isna(capped)
     tier, cond = assign_tiers(s, policy)
 
     uplift, learned = channel_uplift(s, policy, tier, channels)
@@ -773,37 +797,54 @@ def plan_actions(
     masked = np.where(by_tier & reachable, value, -np.inf)
     best = masked.argmax(axis=1)
 
-    records = s[["p_churn", "p_repurchase_7d", "p_alive", "lifecycle_stage", "recency_days", "clv_12m"]]
-    reasons = []
-    for i, row in enumerate(records.to_dict("records")):
-        t = policy.tiers[tier[i]]
-        head = f"{t.label} ({_facts(t.when[cond[i]], row, policy)})"
-        if held[i]:
-            reasons.append(HOLDOUT_REASON)
-        elif opted[i]:
-            reasons.append(OPT_OUT_REASON)
-        elif capped[i] is not None:
-            reasons.append(f"{head}: {capped[i]}")
-        elif not by_tier[i].any():
-            reasons.append(f"{head}: no outreach")
-        elif not np.isfinite(masked[i, best[i]]):
-            reasons.append(f"{head}: no reachable channel")
-        elif contacted[i]:
-            k = chosen[i]
-            src = "learned" if learned[i, k] else "prior"
-            reasons.append(
-                f"{head}: {specs[k].label}, uplift {uplift[i, k]:.2%} ({src}), EV {_money(policy, ev[i])} > 0"
-            )
-        elif masked[i, best[i]] <= 0:
-            k = best[i]
-            reasons.append(
-                f"{head}: no channel with positive expected value "
-                f"(best {specs[k].label}, EV {_money(policy, masked[i, k])})"
-            )
-        else:
-            k = alloc.blocked_channel[i] if alloc.blocked_channel[i] >= 0 else best[i]
-            why = "budget exhausted" if alloc.blocked[i] == BLOCK_BUDGET else "daily capacity reached"
-            reasons.append(f"{head}: {why} for {specs[k].label} (EV {_money(policy, value[i, k])})")
+    # Reasons, built column-wise: one head per (tier, condition), one tail per outcome.
+    cur = policy.currency
+    head = np.empty(n, dtype=object)
+    for ti, ci in {(int(a), int(b)) for a, b in zip(tier, cond, strict=True)}:
+        m = (tier == ti) & (cond == ci)
+        t = policy.tiers[ti]
+        head[m] = f"{t.label} (" + _facts(t.when[ci], s.loc[m], cur) + ")"
+    labels = np.array([sp.label for sp in specs], dtype=object)
+    best_value = masked[rows, best]
+    reason = np.empty(n, dtype=object)
+    todo = np.ones(n, dtype=bool)
+
+    def put(mask: np.ndarray, text: np.ndarray | str) -> np.ndarray:
+        mask = mask & todo
+        reason[mask] = text if isinstance(text, str) else text[mask]
+        todo[mask] = False
+        return mask
+
+    put(held, HOLDOUT_REASON)
+    put(opted, OPT_OUT_REASON)
+    m = is_capped & todo
+    reason[m] = head[m] + ": " + capped[m]
+    todo[m] = False
+    put(~by_tier.any(axis=1), head + ": no outreach")
+    put(~np.isfinite(best_value), head + ": no reachable channel")
+    m = contacted & todo
+    if m.any():
+        k = chosen[m]
+        src = np.where(learned[m, k], " (learned)", " (prior)").astype(object)
+        reason[m] = (
+            head[m] + ": " + labels[k] + ", uplift " + _text(uplift[m, k], ".2%") + src
+            + ", EV " + _money(ev[m], cur) + " > 0"
+        )  # fmt: skip
+        todo[m] = False
+    m = todo & (best_value <= 0)
+    if m.any():
+        reason[m] = (
+            head[m] + ": no channel with positive expected value (best " + labels[best[m]]
+            + ", EV " + _money(best_value[m], cur) + ")"
+        )  # fmt: skip
+        todo[m] = False
+    m = todo
+    if m.any():
+        k = np.where(alloc.blocked_channel[m] >= 0, alloc.blocked_channel[m], best[m])
+        why = np.where(
+            alloc.blocked[m] == BLOCK_BUDGET, ": budget exhausted for ", ": daily capacity reached for "
+        )
+        reason[m] = head[m] + why.astype(object) + labels[k] + " (EV " + _money(value[m, k], cur) + ")"
 
     return pd.DataFrame(
         {
@@ -812,7 +853,7 @@ def plan_actions(
             "action": action,
             "expected_value": ev.astype(float),
             "cost": spent.astype(float),
-            "reason": np.array(reasons, dtype=object),
+            "reason": reason,
         },
         columns=list(OUTPUT_COLUMNS),
     )
