@@ -427,6 +427,13 @@ def load_model(model_uri: str, uri: str | None = None) -> LoadedModel:
                        run_id=mv.run_id)
 
 
+def load_run_dict(run_id: str, artifact_file: str, uri: str | None = None) -> dict[str, Any]:
+    """A JSON artifact of a run (e.g. the ``config.json`` a model was trained with)."""
+    uri = uri or tracking_uri()
+    _use_store(uri)
+    return with_retry(lambda: mlflow.artifacts.load_dict(f"runs:/{run_id}/{artifact_file}"), uri)
+
+
 def _parse_models_uri(model_uri: str) -> tuple[str, str | None, str | None]:
     if not model_uri.startswith("models:/"):
         raise ValueError(f"expected models:/name@alias or models:/name/version, got {model_uri!r}")

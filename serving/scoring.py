@@ -1,0 +1,575 @@
+"""One function from feature-snapshot rows to scores, shared by the nightly batch job and the HTTP service.
+
+* :func:`load_champions` loads the registered ``siyu-churn``, ``siyu-repurchase-7d`` and ``siyu-clv``
+  versions behind an alias (``champion`` by default) through :mod:`training.tracking`, which verifies
+  every artifact checksum, together with the BTYD feature settings each classifier was trained with.
+* :class:`Scorer` binds those models to one cutoff. The classifiers were trained on snapshot columns
+  plus ``btyd_*`` features from a BG/NBD fitted on each training cutoff's snapshot
+  (:func:`training.btyd_baseline.add_btyd_features`); the scorer refits exactly that on the scoring
+  cutoff's snapshot, so training and scoring share one feature path that differs only in the cutoff.
+* :meth:`Scorer.score` is the one scoring function: churn and 7-day repurchase probabilities (calibrated),
+  the top SHAP reasons behind the churn risk (LightGBM ``pred_contrib``), P(alive), expected purchases
+  over 30/90 days and 12-month CLV with an interval from the CLV champion, stamped with the cutoff and
+  every model version. Each output row depends only on its input row, so scoring a subset (HTTP) gives
+  bit-identical values to scoring the whole snapshot (batch), whatever the batching or partitioning.
+* A scorer serialises to plain JSON (LightGBM model text, calibrator and BTYD parameters) so that Spark
+  executors can rebuild it without pickled models.
+
+The CLV interval is a delta-method interval on the log scale from the parameter covariance of both
+BTYD fits (the same uncertainty :func:`training.clv.clv_interval` simulates, with 5 CLV evaluations
+instead of hundreds of draws, which keeps it affordable per HTTP request and for a million customers).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy.stats import norm
+
+from features.labels import CHURN_ACTIVE_DAYS
+from training import btyd_baseline as bb
+from training import clv
+from training.classifiers import LGBMCalibratedClassifier
+from training.config import REGISTERED_NAMES, BTYDFeatures, ModelKind
+from training.explain import reason_codes
+
+#: Snapshot columns the scorer reads besides the classifiers' features.
+STATE_COLUMNS: tuple[str, ...] = ("customer_id", "lifecycle_stage", "value_tier", "recency_days")
+CLASSIFIERS: tuple[ModelKind, ...] = (ModelKind.churn, ModelKind.repurchase_7d)
+_LOG_STEP = 1e-5  # forward-difference step in log-parameter space for the CLV interval
+
+
+@dataclass(frozen=True)
+class ScoringConfig:
+    """How scores are computed from the models (not a model setting: changing it changes every score)."""
+
+    top_k_reasons: int = 3
+    clv_months: int = 12
+    interval_level: float = 0.9
+    purchase_horizons_days: tuple[int, ...] = (30, 90)
+    #: LightGBM threads per call (0 = OpenMP's default): 1 for the HTTP service, whose requests are tiny.
+    lgbm_threads: int = 0
+    #: The churn model's population: a purchase in the last this many days (as its label); NaN outside.
+    churn_active_days: int = CHURN_ACTIVE_DAYS
+
+    def __post_init__(self) -> None:
+        if not 0 < self.interval_level < 1:
+            raise ValueError(f"interval_level must lie in (0, 1), got {self.interval_level}")
+        if self.top_k_reasons < 1 or self.clv_months < 1 or not self.purchase_horizons_days:
+            raise ValueError("top_k_reasons and clv_months must be positive and horizons non-empty")
+
+
+def score_columns(config: ScoringConfig | None = None) -> list[str]:
+    """Columns of :meth:`Scorer.score`, in order."""
+    cfg = config or ScoringConfig()
+    reasons = [
+        c for i in range(1, cfg.top_k_reasons + 1) for c in (f"shap_reason_{i}", f"shap_reason_{i}_value")
+    ]
+    return [
+        "customer_id",
+        "cutoff",
+        "p_churn",
+        "p_repurchase_7d",
+        "p_alive",
+        *[f"expected_purchases_{h}d" for h in cfg.purchase_horizons_days],
+        f"clv_{cfg.clv_months}m",
+        f"clv_{cfg.clv_months}m_low",
+        f"clv_{cfg.clv_months}m_high",
+        "expected_order_value",
+        "lifecycle_stage",
+        "value_tier",
+        "recency_days",
+        *reasons,
+        "churn_model_version",
+        "repurchase_7d_model_version",
+        "clv_model_version",
+    ]
+
+
+# ------------------------------------------------------------------------------------------ models
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """Which registered model version a score came from, and the checksum of its artifacts."""
+
+    name: str
+    version: str
+    checksum: str
+    run_id: str | None = None
+
+
+@dataclass
+class Classifier:
+    """A registered LightGBM classifier and the BTYD feature settings it was trained with."""
+
+    ref: ModelRef
+    estimator: LGBMCalibratedClassifier
+    btyd: BTYDFeatures
+
+    def btyd_columns(self) -> list[str]:
+        """The ``btyd_*`` features this classifier expects that the snapshot does not hold."""
+        if not self.btyd.enabled:
+            return []
+        made = {"btyd_p_alive", "btyd_clv", *(f"btyd_exp_purchases_{h}d" for h in self.btyd.horizons_days)}
+        return [c for c in self.estimator.feature_names_in_ if c in made]
+
+    def to_payload(self) -> dict[str, Any]:
+        """Plain JSON: version stamp, LightGBM model text, calibrator/encoding metadata, BTYD settings."""
+        return {
+            "ref": asdict(self.ref),
+            "model_text": self.estimator.model_text(),
+            "meta": self.estimator.meta_dict(),
+            "btyd": self.btyd.model_dump(mode="json"),
+        }
+
+    @classmethod
+    def from_payload(cls, d: dict[str, Any]) -> Classifier:
+        """Rebuild from :meth:`to_payload`."""
+        est = LGBMCalibratedClassifier.from_text(d["model_text"], d["meta"])
+        return cls(ModelRef(**d["ref"]), est, BTYDFeatures.model_validate(d["btyd"]))
+
+
+@dataclass
+class CLVModel:
+    """The registered BG/NBD + Gamma-Gamma bundle."""
+
+    ref: ModelRef
+    bundle: bb.BTYDBundle
+
+    def to_payload(self) -> dict[str, Any]:
+        """Plain JSON: version stamp and both models' parameters."""
+        return {"ref": asdict(self.ref), "bundle": self.bundle.to_dict()}
+
+    @classmethod
+    def from_payload(cls, d: dict[str, Any]) -> CLVModel:
+        """Rebuild from :meth:`to_payload`."""
+        return cls(ModelRef(**d["ref"]), bb.BTYDBundle.from_dict(d["bundle"]))
+
+
+@dataclass
+class ChampionModels:
+    """The three models one scoring run uses."""
+
+    churn: Classifier
+    repurchase_7d: Classifier
+    clv: CLVModel
+
+    def classifier(self, kind: ModelKind) -> Classifier:
+        """The churn or repurchase_7d classifier."""
+        return self.churn if kind is ModelKind.churn else self.repurchase_7d
+
+    def versions(self) -> dict[str, str]:
+        """``{"churn": "3", "repurchase_7d": "2", "clv": "1"}``."""
+        return {
+            "churn": self.churn.ref.version,
+            "repurchase_7d": self.repurchase_7d.ref.version,
+            "clv": self.clv.ref.version,
+        }
+
+    def refs(self) -> dict[str, ModelRef]:
+        """Every model's reference (name, version, checksum, run)."""
+        return {"churn": self.churn.ref, "repurchase_7d": self.repurchase_7d.ref, "clv": self.clv.ref}
+
+    def to_payload(self) -> dict[str, Any]:
+        """Plain JSON of all three models."""
+        return {
+            "churn": self.churn.to_payload(),
+            "repurchase_7d": self.repurchase_7d.to_payload(),
+            "clv": self.clv.to_payload(),
+        }
+
+    @classmethod
+    def from_payload(cls, d: dict[str, Any]) -> ChampionModels:
+        """Rebuild from :meth:`to_payload`."""
+        return cls(
+            Classifier.from_payload(d["churn"]),
+            Classifier.from_payload(d["repurchase_7d"]),
+            CLVModel.from_payload(d["clv"]),
+        )
+
+
+def load_champions(alias: str = "champion", uri: str | None = None) -> ChampionModels:
+    """Load the three registered models behind ``alias`` (checksums verified by training.tracking)."""
+    from training import tracking
+
+    loaded: dict[ModelKind, Any] = {}
+    for kind in (*CLASSIFIERS, ModelKind.clv):
+        m = tracking.load_model(f"models:/{REGISTERED_NAMES[kind]}@{alias}", uri=uri)
+        loaded[kind] = (ModelRef(m.name, m.version, m.checksum, m.run_id), m.unwrap(), m.run_id)
+    classifiers = {}
+    for kind in CLASSIFIERS:
+        ref, est, run_id = loaded[kind]
+        if not isinstance(est, LGBMCalibratedClassifier):
+            raise TypeError(f"{ref.name} v{ref.version} is not a LightGBM classifier ({type(est).__name__})")
+        config = tracking.load_run_dict(run_id, "config.json", uri=uri) if run_id else {}
+        classifiers[kind] = Classifier(ref, est, BTYDFeatures.model_validate(config.get("btyd", {})))
+    ref, bundle, _ = loaded[ModelKind.clv]
+    if not isinstance(bundle, bb.BTYDBundle):
+        raise TypeError(f"{ref.name} v{ref.version} is not a BTYD bundle ({type(bundle).__name__})")
+    return ChampionModels(
+        classifiers[ModelKind.churn], classifiers[ModelKind.repurchase_7d], CLVModel(ref, bundle)
+    )
+
+
+# ------------------------------------------------------------------------------------ BTYD helpers
+
+
+def _btyd_key(settings: BTYDFeatures) -> str:
+    return json.dumps(settings.model_dump(mode="json"), sort_keys=True)
+
+
+def _fit_to_dict(fit: bb.BTYDFit) -> dict[str, Any]:
+    return {
+        "cutoff": fit.cutoff.isoformat(),
+        "n_rows": fit.n_rows,
+        "notes": list(fit.notes),
+        "bg": fit.bg.to_dict() if fit.bg is not None else None,
+        "gg": fit.gg.to_dict() if fit.gg is not None else None,
+    }
+
+
+def _fit_from_dict(d: dict[str, Any]) -> bb.BTYDFit:
+    return bb.BTYDFit(
+        pd.Timestamp(d["cutoff"]),
+        clv.BetaGeoModel.from_dict(d["bg"]) if d["bg"] is not None else None,
+        clv.GammaGammaModel.from_dict(d["gg"]) if d["gg"] is not None else None,
+        int(d["n_rows"]),
+        list(d["notes"]),
+    )
+
+
+def _with_log_param(model: Any, name: str, step: float) -> Any:
+    d = model.to_dict()
+    d["params"] = {**d["params"], name: d["params"][name] * float(np.exp(step))}
+    return type(model).from_dict(d)
+
+
+class _CLVMath:
+    """Discounted CLV of the CLV champion, computed row by row, with a delta-method interval.
+
+    The value is :func:`training.clv.customer_lifetime_value`'s: E[spend] · Σ_k (E[Y(kP)] − E[Y((k−1)P)]) /
+    (1 + d)^k with the BG/NBD closed forms of :mod:`training.clv` (``path`` on distinct (x, T) pairs times
+    ``scale`` per row). The monthly sum is accumulated element-wise here because a matrix product sums in
+    an order that depends on the other rows in the call, and a customer's score must not depend on who
+    else is scored with it. The interval nudges each log-parameter of both models once (forward
+    differences) and combines the gradient of log CLV with the fits' log-parameter covariances.
+    """
+
+    def __init__(self, bundle: bb.BTYDBundle, months: int, level: float):
+        bg, gg = bundle.bg, bundle.gg
+        self.bg, self.gg, self.months = bg, gg, months
+        self.math = bg._math()
+        self.p = bg.param_vector_
+        eye = np.eye(len(self.p))
+        self.p_steps = [self.p * np.exp(_LOG_STEP * eye[i]) for i in range(len(self.p))]
+        self.gg_steps = [_with_log_param(gg, k, _LOG_STEP) for k in gg.param_names]
+        # Month ends in days (snapshot BTYD summaries are in days), as a column to broadcast over pairs.
+        self.steps = (clv.periods_per_month(1.0) * np.arange(months + 1, dtype=float))[:, None]
+        self.discount = (1.0 + bundle.monthly_discount_rate) ** -np.arange(1, months + 1, dtype=float)
+        self.z = float(norm.ppf(0.5 + level / 2))
+
+    def purchases(self, p: np.ndarray, x: np.ndarray, t_x: np.ndarray, T: np.ndarray) -> np.ndarray:
+        """Discounted expected purchases over ``months`` per row (parameters ``p``)."""
+        key, inv = np.unique(x + 1j * T, return_inverse=True)
+        xu, Tu = key.real[None, :], key.imag[None, :]
+        path = self.math.path(p, self.steps, xu, Tu)  # (months + 1, pairs), element-wise
+        total = np.zeros(path.shape[1])
+        for k in range(1, self.months + 1):
+            total = total + (path[k] - path[k - 1]) * self.discount[k - 1]
+        return total[inv.ravel()] * self.math.scale(p, x, t_x, T)
+
+    def prior_clv(self) -> float:
+        """CLV of a customer with no purchase yet: population rate (E[X(t)]) × population mean spend."""
+        reach = self.bg.expected_purchases_population(self.steps[:, 0])
+        return float(np.sum(np.diff(reach) * self.discount) * self.gg.population_mean_spend())
+
+    def clv(self, x: np.ndarray, t_x: np.ndarray, T: np.ndarray, m: np.ndarray) -> tuple[np.ndarray, ...]:
+        """CLV with the low/high ends of its interval."""
+        spend = self.gg.expected_spend(x, m)
+        base = self.purchases(self.p, x, t_x, T)
+        value = spend * base
+        with np.errstate(divide="ignore", invalid="ignore"):
+            g_bg = [(np.log(self.purchases(p, x, t_x, T)) - np.log(base)) / _LOG_STEP for p in self.p_steps]
+            g_gg = [(np.log(g.expected_spend(x, m)) - np.log(spend)) / _LOG_STEP for g in self.gg_steps]
+        var = _quadratic_form(g_bg, self.bg.log_covariance_) + _quadratic_form(g_gg, self.gg.log_covariance_)
+        half = self.z * np.sqrt(np.clip(var, 0.0, None))
+        ok = np.isfinite(half) & (value > 0)
+        return value, np.where(ok, value * np.exp(-half), value), np.where(ok, value * np.exp(half), value)
+
+
+def _quadratic_form(g: list[np.ndarray], cov: np.ndarray) -> np.ndarray:
+    """gᵀ Σ g per row, element-wise (no reductions whose order could depend on the batch)."""
+    out = np.zeros_like(g[0])
+    for i, gi in enumerate(g):
+        for j, gj in enumerate(g):
+            out = out + gi * cov[i, j] * gj
+    return out
+
+
+# ------------------------------------------------------------------------------------------ scorer
+
+
+@dataclass
+class EncodedRows:
+    """Snapshot rows turned into what the models read: per-row arrays, so any subset is a cheap slice.
+
+    ``X`` holds one float matrix per distinct classifier input (LightGBM's encoding: categories as
+    codes, missing as NaN); ``btyd`` the (x, t_x, T, mean spend) summary in days.
+    """
+
+    customer_id: np.ndarray
+    X: dict[str, np.ndarray]
+    btyd: np.ndarray
+    lifecycle_stage: np.ndarray
+    value_tier: np.ndarray
+    recency_days: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.customer_id)
+
+    def take(self, idx: np.ndarray | list[int]) -> EncodedRows:
+        """The rows at positions ``idx``."""
+        idx = np.asarray(idx, dtype=np.int64)
+        return EncodedRows(
+            self.customer_id[idx],
+            {k: v[idx] for k, v in self.X.items()},
+            self.btyd[idx],
+            self.lifecycle_stage[idx],
+            self.value_tier[idx],
+            self.recency_days[idx],
+        )
+
+
+class Scorer:
+    """Champion models bound to one cutoff's BTYD feature fits; :meth:`score` maps snapshot rows to scores.
+
+    ``score(rows) == score_encoded(encode(rows))``: the HTTP service encodes its snapshot once at start
+    and scores slices of it, the batch job encodes and scores chunk by chunk — the same two steps.
+    """
+
+    def __init__(
+        self,
+        models: ChampionModels,
+        feature_fits: dict[str, bb.BTYDFit | None],
+        cutoff: dt.date,
+        config: ScoringConfig | None = None,
+    ):
+        self.models = models
+        self.feature_fits = feature_fits
+        self.cutoff = cutoff
+        self.config = config or ScoringConfig()
+        self._clv = _CLVMath(models.clv.bundle, self.config.clv_months, self.config.interval_level)
+        self._columns = score_columns(self.config)
+        self._input_key = {kind: self._feature_key(models.classifier(kind)) for kind in CLASSIFIERS}
+
+    # -- construction -------------------------------------------------------------------------
+    @classmethod
+    def fit(
+        cls,
+        models: ChampionModels,
+        snapshot: pd.DataFrame,
+        cutoff: dt.date,
+        config: ScoringConfig | None = None,
+    ) -> Scorer:
+        """Fit the classifiers' BTYD features on the whole snapshot at ``cutoff`` (as in training)."""
+        fits: dict[str, bb.BTYDFit | None] = {}
+        for kind in CLASSIFIERS:
+            c = models.classifier(kind)
+            key = _btyd_key(c.btyd)
+            if key not in fits:
+                fits[key] = (
+                    bb.fit_btyd(snapshot, pd.Timestamp(cutoff), c.btyd.penalizers)
+                    if c.btyd.enabled and c.btyd_columns()
+                    else None
+                )
+        return cls(models, fits, cutoff, config)
+
+    def required_columns(self) -> list[str]:
+        """Snapshot columns :meth:`score` needs."""
+        cols = list(STATE_COLUMNS) + list(bb.BTYD_INPUTS)
+        for kind in CLASSIFIERS:
+            c = self.models.classifier(kind)
+            generated = set(c.btyd_columns())
+            cols += [f for f in c.estimator.feature_names_in_ if f not in generated]
+        return list(dict.fromkeys(cols))
+
+    def versions(self) -> dict[str, str]:
+        """Model versions stamped on every score."""
+        return self.models.versions()
+
+    def columns(self) -> list[str]:
+        """Columns of :meth:`score`."""
+        return list(self._columns)
+
+    def to_payload(self) -> str:
+        """The whole scorer as one JSON string (no pickle), e.g. to ship to Spark executors."""
+        return json.dumps(
+            {
+                "models": self.models.to_payload(),
+                "cutoff": self.cutoff.isoformat(),
+                "config": asdict(self.config),
+                "feature_fits": {
+                    k: _fit_to_dict(v) if v is not None else None for k, v in self.feature_fits.items()
+                },
+            }
+        )
+
+    @classmethod
+    def from_payload(cls, payload: str) -> Scorer:
+        """Rebuild from :meth:`to_payload`."""
+        d = json.loads(payload)
+        cfg = d["config"]
+        config = ScoringConfig(**{**cfg, "purchase_horizons_days": tuple(cfg["purchase_horizons_days"])})
+        fits = {k: _fit_from_dict(v) if v is not None else None for k, v in d["feature_fits"].items()}
+        return cls(ChampionModels.from_payload(d["models"]), fits, dt.date.fromisoformat(d["cutoff"]), config)
+
+    # -- encoding -----------------------------------------------------------------------------
+    @staticmethod
+    def _feature_key(c: Classifier) -> str:
+        est = c.estimator
+        return json.dumps([list(est.feature_names_in_), est.categories_, _btyd_key(c.btyd)], sort_keys=True)
+
+    def _features(self, rows: pd.DataFrame, c: Classifier, cache: dict[str, pd.DataFrame]) -> pd.DataFrame:
+        generated = c.btyd_columns()
+        if not generated:
+            return rows
+        key = _btyd_key(c.btyd)
+        if key not in cache:
+            fit = self.feature_fits.get(key)
+            T = rows[bb.AGE].to_numpy(dtype=float)
+            history = np.isfinite(T) & (T > 0) & rows[bb.FREQUENCY].notna().to_numpy()
+            if fit is None or not (history & rows[bb.RECENCY].notna().to_numpy()).any():
+                # No fit, or no row with a purchase history: the features are missing (NaN), as in training.
+                fit = bb.BTYDFit(pd.Timestamp(self.cutoff), None, None, 0)
+            cache[key] = bb.btyd_feature_frame(
+                fit, rows, c.btyd.horizons_days, c.btyd.clv_months, c.btyd.monthly_discount_rate
+            )
+        extra = cache[key]
+        return pd.concat([rows.drop(columns=[x for x in extra.columns if x in rows.columns]), extra], axis=1)
+
+    def encode(self, rows: pd.DataFrame) -> EncodedRows:
+        """Encode snapshot rows for the models (raises ValueError naming any missing column)."""
+        missing = [c for c in self.required_columns() if c not in rows.columns]
+        if missing:
+            raise ValueError(f"rows lack {len(missing)} snapshot columns: {missing}")
+        rows = rows.reset_index(drop=True)
+        cache: dict[str, pd.DataFrame] = {}
+        X: dict[str, np.ndarray] = {}
+        for kind in CLASSIFIERS:
+            c, key = self.models.classifier(kind), self._input_key[kind]
+            if key not in X:
+                # The classifier's own encoding (category codes from training), so values match predict_proba.
+                X[key] = c.estimator._encode(self._features(rows, c, cache)).to_numpy(dtype=np.float64)
+        btyd = rows[list(bb.BTYD_INPUTS)].to_numpy(dtype=np.float64)
+        btyd[:, 3] = np.nan_to_num(btyd[:, 3], nan=0.0)
+        return EncodedRows(
+            rows["customer_id"].astype(str).to_numpy(dtype=object),
+            X,
+            btyd,
+            rows["lifecycle_stage"].astype(object).to_numpy(),
+            rows["value_tier"].astype(object).to_numpy(),
+            rows["recency_days"].to_numpy(dtype=np.float64),
+        )
+
+    # -- scoring ------------------------------------------------------------------------------
+    def score(self, rows: pd.DataFrame, explain: bool = True) -> pd.DataFrame:
+        """Scores for snapshot ``rows``: one output row per input row, in order (module docstring)."""
+        return pd.DataFrame(self.score_encoded(self.encode(rows), explain), columns=self._columns)
+
+    def score_encoded(self, enc: EncodedRows, explain: bool = True) -> dict[str, np.ndarray]:
+        """Score encoded rows; columns as :func:`score_columns`, each a numpy array.
+
+        With ``explain=False`` the SHAP reason columns are left empty: TreeSHAP costs far more than the
+        predictions, so the nightly job explains only the customers it acts on (:meth:`reasons`).
+        """
+        n = len(enc)
+        out: dict[str, np.ndarray] = {
+            "customer_id": enc.customer_id,
+            "cutoff": np.full(n, self.cutoff, dtype=object),
+        }
+        population = self.churn_population(enc)
+        for kind in CLASSIFIERS:
+            out[f"p_{kind.value}"] = self._predict(kind, enc)
+        out["p_churn"] = np.where(population, out["p_churn"], np.nan)
+        out.update(self._clv_outputs(enc.btyd))
+        out["lifecycle_stage"], out["value_tier"] = enc.lifecycle_stage, enc.value_tier
+        out["recency_days"] = enc.recency_days
+        out.update(self._no_reasons(n))
+        if explain and population.any():
+            idx = np.flatnonzero(population)
+            for c, v in self.reasons(enc.take(idx) if idx.size < n else enc).items():
+                out[c][idx] = v
+        for kind, version in self.versions().items():
+            out[f"{kind}_model_version"] = np.full(n, version, dtype=object)
+        return out
+
+    def churn_population(self, enc: EncodedRows) -> np.ndarray:
+        """Rows the churn model speaks for: a purchase within ``churn_active_days`` before the cutoff."""
+        with np.errstate(invalid="ignore"):
+            return np.isfinite(enc.recency_days) & (enc.recency_days <= self.config.churn_active_days)
+
+    def _predict(self, kind: ModelKind, enc: EncodedRows) -> np.ndarray:
+        est = self.models.classifier(kind).estimator
+        raw = est.booster_.predict(
+            enc.X[self._input_key[kind]], num_iteration=est.best_iteration_, **self._threads()
+        )
+        return est.calibrator_.predict(raw)
+
+    def _threads(self) -> dict[str, int]:
+        return {"num_threads": self.config.lgbm_threads} if self.config.lgbm_threads else {}
+
+    def reasons(self, enc: EncodedRows) -> dict[str, np.ndarray]:
+        """Top-k SHAP reasons pushing each churn risk up (``shap_reason_i``, ``shap_reason_i_value``)."""
+        est = self.models.churn.estimator
+        n, k = len(enc), self.config.top_k_reasons
+        if n == 0:
+            return self._no_reasons(0)
+        contrib = est.booster_.predict(
+            enc.X[self._input_key[ModelKind.churn]],
+            num_iteration=est.best_iteration_,
+            pred_contrib=True,
+            **self._threads(),
+        )
+        frame = pd.DataFrame(contrib[:, :-1], columns=list(est.feature_names_in_))  # last column: bias
+        codes = reason_codes(frame, k=k, direction="up")
+        out: dict[str, np.ndarray] = {}
+        for i in range(1, k + 1):
+            out[f"shap_reason_{i}"] = codes[f"reason_{i}"].to_numpy(dtype=object)
+            out[f"shap_reason_{i}_value"] = codes[f"contribution_{i}"].to_numpy(dtype=float)
+        return out
+
+    def _no_reasons(self, n: int) -> dict[str, np.ndarray]:
+        out: dict[str, np.ndarray] = {}
+        for i in range(1, self.config.top_k_reasons + 1):
+            out[f"shap_reason_{i}"] = np.full(n, None, dtype=object)
+            out[f"shap_reason_{i}_value"] = np.full(n, np.nan)
+        return out
+
+    def _clv_outputs(self, btyd: np.ndarray) -> dict[str, np.ndarray]:
+        cfg, bg, gg, n = self.config, self.models.clv.bundle.bg, self.models.clv.bundle.gg, len(btyd)
+        x, t_x, T, m = btyd.T
+        buyers = np.isfinite(T) & (T > 0) & np.isfinite(x) & np.isfinite(t_x)
+        # No purchase on record yet: BG/NBD's prior for a new customer (alive, the population's rate) and
+        # the population's mean spend; such a CLV has no customer-level interval.
+        out: dict[str, np.ndarray] = {"p_alive": np.ones(n)}
+        for h in cfg.purchase_horizons_days:
+            out[f"expected_purchases_{h}d"] = np.full(n, float(bg.expected_purchases_population(float(h))))
+        value, low, high = np.full(n, self._clv.prior_clv()), np.full(n, np.nan), np.full(n, np.nan)
+        order_value = np.full(n, gg.population_mean_spend())
+        if buyers.any():
+            xb, tb, Tb, mb = x[buyers], t_x[buyers], T[buyers], m[buyers]
+            out["p_alive"][buyers] = bg.p_alive(xb, tb, Tb)
+            for h in cfg.purchase_horizons_days:
+                out[f"expected_purchases_{h}d"][buyers] = bg.expected_purchases(float(h), xb, tb, Tb)
+            value[buyers], low[buyers], high[buyers] = self._clv.clv(xb, tb, Tb, mb)
+            order_value[buyers] = gg.expected_spend(xb, mb)
+        name = f"clv_{cfg.clv_months}m"
+        out[name], out[f"{name}_low"], out[f"{name}_high"] = value, low, high
+        out["expected_order_value"] = order_value
+        return out
