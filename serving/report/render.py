@@ -270,10 +270,17 @@ def plots(fig: ReportFigures, cfg: AlertConfig) -> dict[str, bytes]:
 # ----------------------------------------------------------------------------- HTML
 
 
+_FOLD_ROWS = 12
+
+
 def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], cls: str = "") -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>" for r in rows)
-    return f'<table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+    table = f'<table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+    # Long tables fold away so the plots stay on the first screens; the numbers remain in the page.
+    if len(rows) > _FOLD_ROWS:
+        return f"<details><summary>table ({len(rows)} rows)</summary>{table}</details>"
+    return table
 
 
 def _img(name: str, png: bytes | None) -> str:

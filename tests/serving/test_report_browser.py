@@ -25,6 +25,8 @@ pytestmark = pytest.mark.e2e
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome")
 CUTOFF = dt.date(2024, 10, 1)
+#: Tall enough for the whole page (long tables are folded), so the screenshot shows every plot.
+HEIGHT = 10000
 
 
 def chromium() -> str:
@@ -76,10 +78,14 @@ def test_report_renders_in_headless_chromium(tmp_path: Path) -> None:
     assert (int(marker.group(1)), int(marker.group(2))) == (n_plots, n_plots)
 
     shot = tmp_path / "report.png"
-    res = _run([browser, *_flags(tmp_path / "p2"), f"--screenshot={shot}", "--window-size=1280,4000", url])
+    res = _run(
+        [browser, *_flags(tmp_path / "p2"), f"--screenshot={shot}", f"--window-size=1280,{HEIGHT}", url]
+    )
     assert shot.exists(), res.stderr[-2000:]
     pixels = np.asarray(Image.open(shot).convert("RGB"), dtype=np.int16)
-    assert pixels.shape[:2] == (4000, 1280)
+    assert pixels.shape[:2] == (HEIGHT, 1280)
+    inked = np.flatnonzero((pixels < 235).any(axis=2).any(axis=1))
+    assert inked.max() < HEIGHT - 50, "the page is longer than the screenshot: not every plot is in it"
     non_white = (pixels < 235).any(axis=2).mean()
     colourful = (pixels.max(axis=2) - pixels.min(axis=2) > 60).mean()  # plot colours, not just text
     assert non_white > 0.05 and colourful > 0.005, (non_white, colourful)
