@@ -154,6 +154,8 @@ class Policy(_Frozen):
         unknown = sorted(set(self.channels) - set(TOUCH_CHANNELS) - {NO_ACTION})
         if unknown:
             problems.append(f"channels {unknown} are not touch channels of the data contract")
+        if not any(name != NO_ACTION for name in self.channels):
+            problems.append("at least one contact channel must be declared besides 'none'")
         none = self.channels.get(NO_ACTION)
         if none is None:
             problems.append(f"channel {NO_ACTION!r} (no outreach) must be declared")
@@ -800,7 +802,9 @@ def plan_actions(
     # Reasons, built column-wise: one head per (tier, condition), one tail per outcome.
     cur = policy.currency
     head = np.empty(n, dtype=object)
-    for ti, ci in {(int(a), int(b)) for a, b in zip(tier, cond, strict=True)}:
+    width = max(len(t.when) for t in policy.tiers)
+    for key in np.unique(tier * width + cond):
+        ti, ci = divmod(int(key), width)
         m = (tier == ti) & (cond == ci)
         t = policy.tiers[ti]
         head[m] = f"{t.label} (" + _facts(t.when[ci], s.loc[m], cur) + ")"
@@ -809,11 +813,10 @@ def plan_actions(
     reason = np.empty(n, dtype=object)
     todo = np.ones(n, dtype=bool)
 
-    def put(mask: np.ndarray, text: np.ndarray | str) -> np.ndarray:
+    def put(mask: np.ndarray, text: np.ndarray | str) -> None:
         mask = mask & todo
         reason[mask] = text if isinstance(text, str) else text[mask]
         todo[mask] = False
-        return mask
 
     put(held, HOLDOUT_REASON)
     put(opted, OPT_OUT_REASON)

@@ -590,6 +590,11 @@ def test_bad_history_and_arguments_are_rejected() -> None:
         plan_actions(_one(), NO_HISTORY, POLICY, AS_OF, holdout=pd.Series(False, index=["other"]))
 
 
+def test_empty_scores_give_an_empty_plan() -> None:
+    plan = plan_actions(_one().iloc[:0], NO_HISTORY, POLICY, AS_OF)
+    assert plan.empty and list(plan.columns) == list(OUTPUT_COLUMNS)
+
+
 def test_packaged_policy_loads_and_cites_its_sources() -> None:
     policy = load_policy()
     assert set(policy.channels) == {"ai_call", "wecom_1v1", "coupon", "sms", "template_msg", "none"}
