@@ -20,6 +20,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -154,7 +155,11 @@ def score_spark(scorer: Scorer, snapshot: pd.DataFrame, spark: Any, explain: boo
     scores its Arrow batches with the same :meth:`Scorer.score` as the in-process path, so the values are
     identical. Returns the scores in the snapshot's row order.
     """
-    payload = spark.sparkContext.broadcast(scorer.to_payload())
+    sc = spark.sparkContext
+    if sc.master.startswith("local"):
+        # Local executors are this machine: run the Python workers on this interpreter (it has siyu).
+        sc.pythonExec = sys.executable
+    payload = sc.broadcast(scorer.to_payload())
     columns = scorer.columns()
 
     def score_batches(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
@@ -271,9 +276,11 @@ def run_batch(
     scorer = Scorer.fit(models, snapshot, cfg.cutoff, ScoringConfig())
     steps.update(1)
     if cfg.engine == "spark" and spark is None:
-        from features.engine import local_spark_session
+        from features.engine import EngineConfig, local_spark_session
 
-        spark = local_spark_session()
+        spark = local_spark_session(
+            EngineConfig(name="spark", spark_conf={"spark.pyspark.python": sys.executable})
+        )
     use_spark = spark if cfg.engine == "spark" else None
     scores = (
         score_spark(scorer, snapshot, use_spark)
