@@ -188,6 +188,20 @@ def oneid(
     typer.echo(f"wrote {paths['identities']} and {paths['report'].name}")
 
 
+def _engine_option(engine: str) -> str:
+    from features.engine import ENGINES
+
+    if engine not in ENGINES:
+        raise typer.BadParameter(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
+    return engine
+
+
+_ENGINE_HELP = (
+    "Execution engine: duckdb (embedded, default) or spark (an active SparkSession if there is one, "
+    "else local mode; the same feature definitions run on both)."
+)
+
+
 @features_app.command("build")
 def build(
     data: Path = typer.Option(..., "--data", help="Data directory with the contract tables."),
@@ -195,15 +209,31 @@ def build(
     out: Path | None = typer.Option(
         None, "--out", help="Output parquet (default DATA/snapshots/CUTOFF.parquet)."
     ),
-    engine: str = typer.Option("duckdb", "--engine", help="Execution engine: duckdb (embedded default)."),
+    engine: str = typer.Option("duckdb", "--engine", help=_ENGINE_HELP, callback=_engine_option),
 ) -> None:
     """Build the point-in-time feature snapshot at CUTOFF (only records before it are used)."""
     from features.io import atomic_write_parquet
     from features.snapshot import build_snapshot, write_snapshot
 
-    snap = build_snapshot(data, cutoff, engine=engine)
+    _check_date(cutoff, "--cutoff")
+    try:
+        snap = build_snapshot(data, cutoff, engine=engine)
+    except FileNotFoundError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(code=1) from err
     path = atomic_write_parquet(snap, out) if out else write_snapshot(snap, data, cutoff)
-    typer.echo(f"snapshot at {cutoff}: {len(snap):,} customers × {snap.shape[1] - 2} features → {path}")
+    typer.echo(
+        f"snapshot at {cutoff} ({engine}): {len(snap):,} customers × {snap.shape[1] - 2} features → {path}"
+    )
+
+
+def _check_date(value: str, option: str) -> None:
+    import datetime as dt
+
+    try:
+        dt.date.fromisoformat(value)
+    except ValueError as err:
+        raise typer.BadParameter(f"{value!r} is not a date YYYY-MM-DD", param_hint=option) from err
 
 
 @features_app.command("training-set")
@@ -213,16 +243,20 @@ def training_set(
         ..., "--cutoffs", help="Comma-separated cutoff dates, e.g. 2024-01-01,2024-02-01."
     ),
     out: Path = typer.Option(..., "--out", help="Output parquet; a manifest JSON is written beside it."),
-    churn_horizon: int = typer.Option(90, "--churn-horizon", help="Churn label horizon in days."),
+    churn_horizon: int = typer.Option(90, "--churn-horizon", min=1, help="Churn label horizon in days."),
+    engine: str = typer.Option("duckdb", "--engine", help=_ENGINE_HELP, callback=_engine_option),
 ) -> None:
     """Stack snapshots × labels over CUTOFFS into one training set with a manifest."""
     from features.labels import LabelWindowError
     from features.training_set import build_training_set, write_training_set
 
+    days = [c.strip() for c in cutoffs.split(",") if c.strip()]
+    for day in days:
+        _check_date(day, "--cutoffs")
     try:
-        df = build_training_set(data, [c.strip() for c in cutoffs.split(",") if c.strip()], churn_horizon)
-    except LabelWindowError as err:
+        df = build_training_set(data, days, churn_horizon, engine=engine)
+    except (LabelWindowError, FileNotFoundError, ValueError) as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(code=1) from err
-    path = write_training_set(df, out, data, churn_horizon)
+    path = write_training_set(df, out, data, churn_horizon, engine=engine)
     typer.echo(f"training set: {len(df):,} rows → {path} (manifest beside it)")

@@ -1,4 +1,12 @@
-"""Data quality: contract validation of a data directory, snapshot checks and drift (PSI)."""
+"""Data quality: contract validation of a data directory, snapshot checks and drift (PSI).
+
+* :func:`validate_data_dir` — every contract table against its schema (every bad row at once).
+* :func:`validate_snapshot` — a feature snapshot against :data:`SNAPSHOT_SCHEMA` (pandera): every column
+  present with its dtype, counts non-negative, shares and rates in [0, 1], scores in 0–5, categories
+  from their closed sets, one row per customer and one cutoff, and the BTYD summary consistent.
+* :func:`compare_snapshots` — row count and per-feature null rates against the previous snapshot.
+* :func:`snapshot_psi` — PSI of every feature between a reference snapshot and the current one.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +15,22 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pandera.pandas as pa
+from pandera.errors import SchemaErrors
 
+from features.behavioral import EVENT_GROUPS, EVENT_WINDOWS
 from features.io import read_table, table_path
-from features.schema import TABLES, ValidationReport, validate_table
+from features.lifecycle import LIFECYCLE_NAMES
+from features.rfm import ORDER_WINDOWS
+from features.schema import (
+    CITY_TIERS,
+    MEMBER_LEVELS,
+    ORDER_CHANNELS,
+    TABLES,
+    ValidationReport,
+    validate_table,
+)
+from features.snapshot import CALENDAR_COLUMNS, KEYS, SNAPSHOT_DTYPES
 
 
 def validate_data_dir(data_dir: str | Path) -> tuple[list[ValidationReport], list[str]]:
@@ -90,3 +111,229 @@ def _numeric_counts(x: np.ndarray, edges: np.ndarray) -> np.ndarray:
 def _interval_labels(edges: np.ndarray) -> list[str]:
     bounds = [-np.inf, *edges.tolist(), np.inf]
     return [f"({lo:.6g}, {hi:.6g}]" for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)]
+
+
+def _psi_level(value: float) -> str:
+    return "stable" if value < 0.1 else "moderate" if value < 0.2 else "significant"
+
+
+# --------------------------------------------------------------------------- snapshot validation
+
+VALUE_TIERS: tuple[str, ...] = ("high", "mid", "low", "none")
+_COUNTS = (
+    "n_orders",
+    *(f"orders_{w}d" for w in ORDER_WINDOWS),
+    "n_channels",
+    "btyd_x",
+    *(f"ev_{et}_{w}d" for et in EVENT_GROUPS for w in EVENT_WINDOWS),
+    "touches_90d",
+)
+_NON_NEGATIVE = ("tenure_days", "btyd_t_x_days", "btyd_T_days", "purchases_per_year", "touches_90d")
+_NULLABLE_NON_NEGATIVE = ("recency_days", "first_purchase_days", "gap_mean_days", "days_since_last_event")
+_UNIT_INTERVAL = (*(f"share_{ch}" for ch in ORDER_CHANNELS), "online_share")
+_NULLABLE_RATES = ("touch_response_rate_7d",)
+_FLAGS = ("wecom_added", "omni", "top20_value")
+_SCORES = ("rfm_r_score", "rfm_f_score", "rfm_m_score")
+_CATEGORIES: dict[str, tuple] = {
+    "acquisition_channel": ORDER_CHANNELS,
+    "member_level": MEMBER_LEVELS,
+    "city_tier": CITY_TIERS,
+    "preferred_channel": (*ORDER_CHANNELS, "none"),
+    "lifecycle_stage": tuple(LIFECYCLE_NAMES),
+    "value_tier": VALUE_TIERS,
+}
+
+
+def _checks(col: str) -> tuple[list[pa.Check], bool]:
+    """Checks of one snapshot column and whether it may be missing."""
+    if col in _COUNTS:
+        return [pa.Check.ge(0), pa.Check(lambda s: s % 1 == 0, name="whole number")], False
+    if col in _NON_NEGATIVE:
+        return [pa.Check.ge(0)], False
+    # Redemptions can outnumber the claims seen in the history (coupons claimed elsewhere), so the
+    # redeem rate is only non-negative.
+    if col in _NULLABLE_NON_NEGATIVE or col in ("days_since_last_touch", "coupon_redeem_rate"):
+        return [pa.Check.ge(0)], True
+    if col in _UNIT_INTERVAL:
+        return [pa.Check.in_range(0.0, 1.0)], False
+    if col in _NULLABLE_RATES:
+        return [pa.Check.in_range(0.0, 1.0)], True
+    if col in _FLAGS:
+        return [pa.Check.isin((0, 1))], False
+    if col in _SCORES:
+        return [pa.Check.in_range(0, 5)], False
+    if col in _CATEGORIES:
+        return [pa.Check.isin(_CATEGORIES[col])], False
+    return [], col in ("aov",)
+
+
+def _btyd_consistent(df: pd.DataFrame) -> pd.Series:
+    # Repeat purchase days cannot exceed purchases - 1, and the last purchase day is no later than T.
+    return (df["btyd_x"] <= (df["n_orders"] - 1).clip(lower=0)) & (df["btyd_t_x_days"] <= df["btyd_T_days"])
+
+
+def _utc_timestamps(s: pd.Series) -> bool:
+    return isinstance(s.dtype, pd.DatetimeTZDtype) and str(s.dtype.tz) == "UTC"
+
+
+def _one_cutoff(df: pd.DataFrame) -> bool:
+    return df["cutoff"].nunique() <= 1
+
+
+def _build_snapshot_schema() -> pa.DataFrameSchema:
+    columns = {}
+    for col, dtype in SNAPSHOT_DTYPES.items():
+        if col == "customer_id":
+            columns[col] = pa.Column(str, pa.Check.str_length(min_value=1), unique=True)
+        elif col == "cutoff":
+            # Any resolution (parquet round trips change it), but timezone-aware UTC.
+            columns[col] = pa.Column(
+                None, pa.Check(_utc_timestamps, element_wise=False, name="UTC timestamps")
+            )
+        else:
+            checks, nullable = _checks(col)
+            columns[col] = pa.Column(str if dtype is object else dtype, checks, nullable=nullable)
+    return pa.DataFrameSchema(
+        columns,
+        checks=[
+            pa.Check(
+                _btyd_consistent,
+                name="btyd_x <= n_orders - 1 and t_x <= T",
+                error="BTYD summary: btyd_x <= n_orders - 1 and btyd_t_x_days <= btyd_T_days",
+            ),
+            pa.Check(_one_cutoff, name="one cutoff per snapshot", error="one cutoff per snapshot"),
+        ],
+        name="snapshot",
+        strict=True,
+        ordered=True,
+    )
+
+
+#: The pandera schema of a feature snapshot (built from :data:`features.snapshot.SNAPSHOT_DTYPES`).
+SNAPSHOT_SCHEMA = _build_snapshot_schema()
+
+
+def validate_snapshot(df: pd.DataFrame) -> ValidationReport:
+    """Validate a snapshot against :data:`SNAPSHOT_SCHEMA`, collecting every failure in one pass."""
+    try:
+        SNAPSHOT_SCHEMA.validate(df, lazy=True)
+    except SchemaErrors as err:
+        return ValidationReport("snapshot", len(df), err.failure_cases.reset_index(drop=True))
+    return ValidationReport("snapshot", len(df), pd.DataFrame(columns=["column", "check", "index"]))
+
+
+# ------------------------------------------------------------------- snapshot against the previous one
+
+
+@dataclass(frozen=True)
+class SnapshotCheck:
+    """One check of the current snapshot against the previous one."""
+
+    name: str
+    column: str | None
+    previous: float
+    current: float
+    limit: float
+    ok: bool
+
+    def message(self) -> str:
+        what = f"{self.name}" + (f" of {self.column}" if self.column else "")
+        verdict = "ok" if self.ok else "FAILED"
+        return f"{what}: {self.previous:.4g} → {self.current:.4g} (limit {self.limit:.4g}) {verdict}"
+
+
+@dataclass(frozen=True)
+class SnapshotComparison:
+    """Every check of :func:`compare_snapshots`."""
+
+    checks: tuple[SnapshotCheck, ...]
+
+    @property
+    def ok(self) -> bool:
+        return all(c.ok for c in self.checks)
+
+    @property
+    def failures(self) -> tuple[SnapshotCheck, ...]:
+        return tuple(c for c in self.checks if not c.ok)
+
+    def summary(self) -> str:
+        if self.ok:
+            return f"snapshot checks: all {len(self.checks)} passed"
+        lines = [f"snapshot checks: {len(self.failures)} of {len(self.checks)} failed"]
+        lines += [f"  - {c.message()}" for c in self.failures]
+        return "\n".join(lines)
+
+
+def compare_snapshots(
+    previous: pd.DataFrame,
+    current: pd.DataFrame,
+    max_row_change: float = 0.2,
+    max_null_rate_increase: float = 0.05,
+) -> SnapshotComparison:
+    """Row count and per-feature null rates of ``current`` against ``previous``.
+
+    Fails the row count when it moved by more than ``max_row_change`` (relative, either way; a customer
+    base does not halve overnight), and a feature whose share of missing values rose by more than
+    ``max_null_rate_increase`` (absolute). A feature missing from ``current`` counts as all-null.
+    """
+    n_prev, n_cur = len(previous), len(current)
+    change = abs(n_cur - n_prev) / max(n_prev, 1)
+    checks = [
+        SnapshotCheck(
+            "row count", None, float(n_prev), float(n_cur), max_row_change, change <= max_row_change
+        )
+    ]
+    for col in _feature_columns(previous):
+        before = float(previous[col].isna().mean()) if n_prev else 0.0
+        after = float(current[col].isna().mean()) if col in current and n_cur else 1.0
+        ok = after - before <= max_null_rate_increase
+        checks.append(SnapshotCheck("null rate", col, before, after, before + max_null_rate_increase, ok))
+    return SnapshotComparison(tuple(checks))
+
+
+def _feature_columns(df: pd.DataFrame) -> list[str]:
+    return [c for c in df.columns if c not in KEYS and not c.startswith("label_")]
+
+
+# --------------------------------------------------------------------------------- snapshot drift
+
+
+@dataclass(frozen=True)
+class DriftReport:
+    """PSI of every feature between a reference and a current snapshot."""
+
+    results: dict[str, PSIResult]
+
+    def table(self) -> pd.DataFrame:
+        """One row per feature, largest PSI first, with the rule-of-thumb level."""
+        rows = [
+            {"feature": name, "psi": r.value, "level": _psi_level(r.value), "bins": len(r.bins)}
+            for name, r in self.results.items()
+        ]
+        return pd.DataFrame(rows).sort_values(["psi", "feature"], ascending=[False, True], ignore_index=True)
+
+    def drifted(self, threshold: float = 0.2) -> list[str]:
+        """Features whose PSI exceeds ``threshold`` (0.2: significant shift)."""
+        return sorted(name for name, r in self.results.items() if r.value > threshold)
+
+
+def snapshot_psi(
+    reference: pd.DataFrame,
+    current: pd.DataFrame,
+    bins: int = 10,
+    eps: float = PSI_EPS,
+    exclude: tuple[str, ...] = CALENDAR_COLUMNS,
+) -> DriftReport:
+    """PSI per feature (:func:`psi`) between two snapshots; keys, labels and ``exclude`` are left out.
+
+    Numeric features use quantile bins of the reference, categorical ones category shares; empty bins
+    are floored at ``eps``. The calendar columns are excluded by default: they are constant within a
+    snapshot, so they "drift" whenever the cutoffs differ. Raises ``ValueError`` naming any feature
+    present on one side only.
+    """
+    ref_cols = [c for c in _feature_columns(reference) if c not in exclude]
+    cur_cols = [c for c in _feature_columns(current) if c not in exclude]
+    missing = sorted(set(ref_cols) ^ set(cur_cols))
+    if missing:
+        raise ValueError(f"the snapshots do not hold the same features; on one side only: {missing}")
+    return DriftReport({col: psi(reference[col], current[col], bins, eps) for col in ref_cols})

@@ -1,49 +1,50 @@
-"""Feature snapshots: one row per customer at an explicit cutoff, computed by DuckDB.
+"""Feature snapshots: one row per customer at an explicit cutoff, composed from the feature families.
 
-Every input passes through :mod:`features.as_of` first (records with ``ts < cutoff`` only), then one
-SQL definition per feature family runs on the embedded DuckDB engine. Timestamps enter DuckDB as
-plain numbers (seconds and business-calendar day numbers) computed once in pandas, so the SQL has no
-timezone logic of its own.
+Every family is one ibis expression over the engine's history tables (:mod:`features.engine`), cut at
+the cutoff by :mod:`features.as_of`, and returns one row per customer first seen before the cutoff:
 
-Columns (besides the keys ``customer_id`` and ``cutoff``):
+* attributes and calendar (here) — ``acquisition_channel``, ``member_level``, ``city_tier``,
+  ``wecom_added``, ``cutoff_month``, ``days_to_next_sale`` (618 or Double-11);
+* :mod:`features.rfm` — RFM, the BTYD summary, RFM scores and the 2080 flag;
+* :mod:`features.channel` — channel shares, preferred channel, omni-channel flag;
+* :mod:`features.behavioral` — interactions, coupon use, outreach received and the response to it;
+* :mod:`features.lifecycle` — lifecycle stage (引入/成长/成熟/休眠/流失) and value tier.
 
-* RFM — ``n_orders``, ``total_net``, ``aov``, ``recency_days``, ``tenure_days``, ``orders_{30,90,365}d``,
-  ``spend_{90,365}d``, ``purchases_per_year``, ``gap_mean_days``, ``rfm_{r,f,m}_score`` (quintiles 1–5),
-  ``top20_value`` (the 2080 rule on 365-day spend).
-* BTYD summary — ``btyd_x`` (repeat purchase *days*), ``btyd_t_x_days``, ``btyd_T_days`` and their
-  ``_weeks`` twins, ``btyd_monetary`` (mean net spend of the repeat purchase days).
-* Channel — ``n_channels``, ``share_<channel>``, ``online_share``, ``preferred_channel``, ``omni``.
-* Behaviour — ``ev_<type>_{7,30,90}d``, ``ev_trend_30d`` (last 30 vs previous 30 days),
-  ``days_since_last_event``, ``coupon_redeem_rate``, ``touches_90d``, ``days_since_last_touch``.
-* Attributes and calendar — ``acquisition_channel``, ``member_level``, ``city_tier``, ``wecom_added``,
-  ``cutoff_month``, ``days_to_next_sale`` (618 or Double-11).
-* State — ``lifecycle_stage`` (new 引入 / growing 成长 / mature 成熟 / dormant 休眠 / lapsed 流失) and
-  ``value_tier`` (high / mid / low / none).
+The same expression runs on DuckDB (default) or Spark; the result is sorted by ``customer_id`` and cast
+to :data:`SNAPSHOT_DTYPES`, so the same data gives the same bytes on every run.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
 from pathlib import Path
 
-import duckdb
-import numpy as np
+import ibis.expr.types as ir
 import pandas as pd
 
-from features.as_of import before, business_day_number, cutoff_ts
+from features.as_of import EngineCutoff, cutoff_ts, is_before
+from features.behavioral import EVENT_GROUPS, EVENT_WINDOWS, behavioral_features
+from features.channel import channel_features
+from features.engine import Engine, EngineConfig, Histories, Source, open_engine
 from features.io import atomic_write_parquet, read_table, snapshot_dir
-from features.schema import BUSINESS_TZ, ORDER_CHANNELS, PURCHASE_STATUSES
+from features.lifecycle import LIFECYCLE_NAMES, LifecycleRules, lifecycle_features
+from features.rfm import Cutoff, population, rfm_features
+from features.schema import BUSINESS_TZ, ORDER_CHANNELS
 
-EVENT_GROUPS: tuple[str, ...] = (
-    "wecom_msg_in",
-    "wecom_msg_out",
-    "group_join",
-    "live_view",
-    "miniprogram_visit",
-    "coupon_claim",
-    "coupon_redeem",
-)
+__all__ = [
+    "CATEGORICAL",
+    "EVENT_GROUPS",
+    "LIFECYCLE_NAMES",
+    "SNAPSHOT_DTYPES",
+    "LifecycleRules",
+    "build_snapshot",
+    "compute_snapshot",
+    "latest_snapshot",
+    "load_tables",
+    "snapshot_expr",
+    "write_snapshot",
+]
+
 CATEGORICAL: tuple[str, ...] = (
     "acquisition_channel",
     "member_level",
@@ -51,110 +52,44 @@ CATEGORICAL: tuple[str, ...] = (
     "lifecycle_stage",
     "value_tier",
 )
-LIFECYCLE_NAMES = {"new": "引入", "growing": "成长", "mature": "成熟", "dormant": "休眠", "lapsed": "流失"}
+KEYS: tuple[str, str] = ("customer_id", "cutoff")
 
 
-@dataclass(frozen=True)
-class LifecycleRules:
-    """Configurable lifecycle rules on recency (days) and number of purchases before the cutoff."""
-
-    active_days: int = 90
-    dormant_days: int = 180
-    growing_min_orders: int = 2
-    mature_min_orders: int = 4
+#: Columns computed in the calendar step of :func:`finish_snapshot` rather than by the engine.
+CALENDAR_COLUMNS: tuple[str, ...] = ("cutoff_month", "days_to_next_sale")
 
 
-def _order_frame(orders: pd.DataFrame, c: pd.Timestamp) -> pd.DataFrame:
-    paid = before(orders, c)
-    paid = paid[paid["status"].isin(PURCHASE_STATUSES)]
-    return pd.DataFrame(
-        {
-            "customer_id": paid["customer_id"].to_numpy(),
-            "age_s": ((c - paid["ts"]) / pd.Timedelta(seconds=1)).to_numpy(),
-            "bday": business_day_number(paid["ts"]).to_numpy(),
-            "net": paid["net_amount"].to_numpy(),
-            "channel": paid["channel"].to_numpy(),
-        }
-    )
+def _typed(dtype: object, *names: str) -> dict[str, object]:
+    return dict.fromkeys(names, dtype)
 
 
-def _channel_shares_sql() -> str:
-    shares = (f"AVG(CASE WHEN channel = '{ch}' THEN 1.0 ELSE 0.0 END) AS share_{ch}" for ch in ORDER_CHANNELS)
-    return ", ".join(shares)
+#: Every snapshot column in order with its dtype. New columns are appended at the end so that models
+#: trained on earlier snapshots keep their feature order.
+SNAPSHOT_DTYPES: dict[str, object] = {
+    **_typed(object, "customer_id"),
+    "cutoff": "datetime64[s, UTC]",
+    **_typed(object, "acquisition_channel", "member_level"),
+    **_typed("int64", "city_tier", "wecom_added"),
+    **_typed("float64", "tenure_days", "n_orders", "total_net", "aov", "recency_days", "first_purchase_days"),
+    **_typed("float64", "orders_30d", "orders_90d", "orders_365d", "spend_90d", "spend_365d", "n_channels"),
+    **_typed("float64", "btyd_x", "btyd_t_x_days", "btyd_T_days", "btyd_monetary"),
+    **_typed("float64", *(f"share_{ch}" for ch in ORDER_CHANNELS)),
+    **_typed(object, "preferred_channel"),
+    **_typed(
+        "float64", "purchases_per_year", "gap_mean_days", "btyd_t_x_weeks", "btyd_T_weeks", "online_share"
+    ),
+    **_typed("int64", "omni"),
+    **_typed("float64", *(f"ev_{et}_{w}d" for et in EVENT_GROUPS for w in EVENT_WINDOWS)),
+    **_typed("float64", "days_since_last_event", "ev_trend_30d", "coupon_redeem_rate"),
+    **_typed("float64", "touches_90d", "days_since_last_touch"),
+    **_typed("int64", "rfm_r_score", "rfm_f_score", "rfm_m_score", "top20_value"),
+    **_typed(object, "value_tier", "lifecycle_stage"),
+    **_typed("int64", "cutoff_month", "days_to_next_sale"),
+    **_typed("float64", "touch_response_rate_7d"),
+}
 
 
-def _rfm_sql(cday: int) -> str:
-    return f"""
-    WITH days AS (
-        SELECT customer_id, bday, SUM(net) AS day_net FROM o GROUP BY customer_id, bday
-    ), d AS (
-        SELECT customer_id, COUNT(*) - 1 AS btyd_x, MAX(bday) - MIN(bday) AS btyd_t_x_days,
-               {cday} - MIN(bday) AS btyd_T_days,
-               CASE WHEN COUNT(*) > 1 THEN (SUM(day_net) - ARG_MIN(day_net, bday)) / (COUNT(*) - 1)
-                    ELSE 0 END AS btyd_monetary
-        FROM days GROUP BY customer_id
-    )
-    SELECT o.customer_id,
-           COUNT(*)::DOUBLE AS n_orders, SUM(net) AS total_net, AVG(net) AS aov,
-           MIN(age_s) / 86400.0 AS recency_days, MAX(age_s) / 86400.0 AS first_purchase_days,
-           COUNT(*) FILTER (WHERE age_s < 30 * 86400)::DOUBLE AS orders_30d,
-           COUNT(*) FILTER (WHERE age_s < 90 * 86400)::DOUBLE AS orders_90d,
-           COUNT(*) FILTER (WHERE age_s < 365 * 86400)::DOUBLE AS orders_365d,
-           COALESCE(SUM(net) FILTER (WHERE age_s < 90 * 86400), 0) AS spend_90d,
-           COALESCE(SUM(net) FILTER (WHERE age_s < 365 * 86400), 0) AS spend_365d,
-           COUNT(DISTINCT channel)::DOUBLE AS n_channels,
-           MODE(channel ORDER BY channel) AS preferred_channel_raw,
-           ANY_VALUE(d.btyd_x)::DOUBLE AS btyd_x, ANY_VALUE(d.btyd_t_x_days)::DOUBLE AS btyd_t_x_days,
-           ANY_VALUE(d.btyd_T_days)::DOUBLE AS btyd_T_days, ANY_VALUE(d.btyd_monetary) AS btyd_monetary,
-           {_channel_shares_sql()}
-    FROM o JOIN d USING (customer_id)
-    GROUP BY o.customer_id
-    """
-
-
-def _preferred_channel(o: pd.DataFrame) -> pd.Series:
-    # Most orders wins; ties go to the alphabetically first channel so the result is deterministic.
-    counts = o.groupby(["customer_id", "channel"]).size().rename("n").reset_index()
-    counts = counts.sort_values(["customer_id", "n", "channel"], ascending=[True, False, True])
-    return counts.drop_duplicates("customer_id").set_index("customer_id")["channel"]
-
-
-def _event_sql() -> str:
-    cols = []
-    for et in EVENT_GROUPS:
-        for w in (7, 30, 90):
-            cols.append(
-                f"COUNT(*) FILTER (WHERE event_type = '{et}' AND age_s < {w} * 86400)::DOUBLE AS ev_{et}_{w}d"
-            )
-    return f"""
-    SELECT customer_id, {", ".join(cols)},
-           COUNT(*) FILTER (WHERE age_s < 30 * 86400)::DOUBLE AS ev_last30,
-           COUNT(*) FILTER (WHERE age_s >= 30 * 86400 AND age_s < 60 * 86400)::DOUBLE AS ev_prev30,
-           MIN(age_s) / 86400.0 AS days_since_last_event,
-           COUNT(*) FILTER (WHERE event_type = 'coupon_claim')::DOUBLE AS n_claim,
-           COUNT(*) FILTER (WHERE event_type = 'coupon_redeem')::DOUBLE AS n_redeem
-    FROM e GROUP BY customer_id
-    """
-
-
-_TOUCH_SQL = """
-SELECT customer_id,
-       COUNT(*) FILTER (WHERE age_s < 90 * 86400 AND arm = 'treatment')::DOUBLE AS touches_90d,
-       MIN(age_s) FILTER (WHERE arm = 'treatment') / 86400.0 AS days_since_last_touch
-FROM t GROUP BY customer_id
-"""
-
-
-def _aged(df: pd.DataFrame, c: pd.Timestamp, cols: list[str]) -> pd.DataFrame:
-    cut = before(df, c)
-    out = cut[cols].copy()
-    out["age_s"] = ((c - cut["ts"]) / pd.Timedelta(seconds=1)).to_numpy()
-    return out
-
-
-def _quintile_score(s: pd.Series, higher_is_better: bool = True) -> pd.Series:
-    ranked = s.rank(method="first", ascending=higher_is_better, pct=True)
-    return np.ceil(ranked * 5).clip(1, 5).fillna(0).astype("int64")
+ENGINE_COLUMNS: tuple[str, ...] = tuple(c for c in SNAPSHOT_DTYPES if c not in ("cutoff", *CALENDAR_COLUMNS))
 
 
 def _days_to_next_sale(c: pd.Timestamp) -> int:
@@ -163,122 +98,69 @@ def _days_to_next_sale(c: pd.Timestamp) -> int:
     return min((e - day).days for e in events if e >= day)
 
 
-def lifecycle_stage(n_orders: pd.Series, recency_days: pd.Series, rules: LifecycleRules) -> pd.Series:
-    """Lifecycle stage from purchases and recency (customers without a purchase are ``new``)."""
-    stage = np.select(
-        [
-            n_orders.fillna(0) == 0,
-            recency_days > rules.dormant_days,
-            recency_days > rules.active_days,
-            n_orders >= rules.mature_min_orders,
-            n_orders >= rules.growing_min_orders,
-        ],
-        ["new", "lapsed", "dormant", "mature", "growing"],
-        default="new",
+def attribute_features(customers: ir.Table, cutoff: Cutoff) -> ir.Table:
+    """Customer attributes known at the cutoff (the calendar columns are added by :func:`finish_snapshot`)."""
+    cutoff = EngineCutoff.of(cutoff)
+    pop = population(customers, cutoff)
+    return pop.select(
+        "customer_id",
+        "acquisition_channel",
+        "member_level",
+        "city_tier",
+        wecom_added=is_before(pop.wecom_added_us, cutoff).fill_null(False).cast("int64"),
     )
-    return pd.Series(stage, index=n_orders.index, dtype=object)
+
+
+def snapshot_expr(
+    h: Histories, cutoff: Cutoff | dt.date | str, rules: LifecycleRules | None = None
+) -> ir.Table:
+    """The snapshot at ``cutoff`` as one engine expression (all families joined, sorted by customer),
+    without the ``cutoff`` key and the calendar columns."""
+    c = EngineCutoff.of(cutoff_ts(cutoff) if isinstance(cutoff, dt.date | str) else cutoff)
+    t = attribute_features(h.customers, c)
+    for family in (
+        lifecycle_features(rfm_features(h.customers, h.orders, c), rules),
+        channel_features(h.customers, h.orders, c),
+        behavioral_features(h.customers, h.events, h.touches, h.orders, c),
+    ):
+        t = t.join(family, "customer_id")
+    return t.select(*ENGINE_COLUMNS).order_by("customer_id")
+
+
+def finish_snapshot(df: pd.DataFrame, cutoff: dt.date | str) -> pd.DataFrame:
+    """Add the cutoff key and calendar columns and cast to :data:`SNAPSHOT_DTYPES` (engine-independent)."""
+    c = cutoff_ts(cutoff)
+    df = df.reset_index(drop=True)
+    df.insert(1, "cutoff", c)
+    df["cutoff_month"] = int(c.tz_convert(BUSINESS_TZ).month)
+    df["days_to_next_sale"] = _days_to_next_sale(c)
+    return df.astype(SNAPSHOT_DTYPES)[list(SNAPSHOT_DTYPES)]
 
 
 def compute_snapshot(
-    tables: dict[str, pd.DataFrame],
+    source: Source,
     cutoff: dt.date | str,
     rules: LifecycleRules | None = None,
+    engine: str | Engine | EngineConfig = "duckdb",
 ) -> pd.DataFrame:
-    """Feature snapshot at ``cutoff`` from in-memory contract tables (see module docstring)."""
+    """Feature snapshot at ``cutoff`` of a data directory or of in-memory contract tables.
+
+    ``engine`` is ``"duckdb"`` (default), ``"spark"``, an :class:`EngineConfig` or an open :class:`Engine`
+    (reuse one across cutoffs: Spark starts once and the query is compiled once).
+    """
     rules = rules or LifecycleRules()
-    c = cutoff_ts(cutoff)
-    cust = before(tables["customers"], c, "first_seen_ts")
-    base = cust.set_index("customer_id").sort_index()
-    con = duckdb.connect()
-    # One thread: parallel float aggregation sums in varying order, and snapshots must be bit-identical
-    # between runs (same data, same seed → same models).
-    con.execute("SET threads = 1")
+    eng, owned = open_engine(engine)
     try:
-        o = _order_frame(tables["orders"], c)
-        con.register("o", o)
-        cday = int(business_day_number(pd.Series([c])).iloc[0])
-        rfm = con.execute(_rfm_sql(cday)).df().set_index("customer_id")
-        e = _aged(tables.get("events", _empty_events()), c, ["customer_id", "event_type"])
-        con.register("e", e)
-        ev = con.execute(_event_sql()).df().set_index("customer_id")
-        t = _aged(tables.get("touches", _empty_touches()), c, ["customer_id", "arm"])
-        con.register("t", t)
-        tc = con.execute(_TOUCH_SQL).df().set_index("customer_id")
+        h = eng.histories(source)
+        df = eng.execute_at(("snapshot", rules), lambda cut: snapshot_expr(h, cut, rules), cutoff)
     finally:
-        con.close()
-
-    out = pd.DataFrame(index=base.index)
-    out["acquisition_channel"] = base["acquisition_channel"].astype(str)
-    out["member_level"] = base["member_level"].astype(str)
-    out["city_tier"] = base["city_tier"].astype("int64")
-    out["wecom_added"] = (base["wecom_added_ts"] < c).fillna(False).astype("int64")
-    out["tenure_days"] = (c - base["first_seen_ts"]) / pd.Timedelta(days=1)
-    rfm = rfm.drop(columns=["preferred_channel_raw"])
-    out = out.join(rfm, how="left")
-    zero_fill = [c_ for c_ in rfm.columns if c_ not in ("recency_days", "first_purchase_days", "aov")]
-    out[zero_fill] = out[zero_fill].fillna(0.0)
-    out["preferred_channel"] = _preferred_channel(o).reindex(out.index).fillna("none")
-    out["purchases_per_year"] = out["n_orders"] / np.maximum(out["tenure_days"], 1.0) * 365.0
-    out["gap_mean_days"] = np.where(
-        out["btyd_x"] > 0, out["btyd_t_x_days"] / out["btyd_x"].clip(lower=1), np.nan
-    )
-    out["btyd_t_x_weeks"] = out["btyd_t_x_days"] / 7.0
-    out["btyd_T_weeks"] = out["btyd_T_days"] / 7.0
-    out["online_share"] = 1.0 - out["share_offline_store"]
-    out["omni"] = (
-        (out["n_channels"] >= 2) & (out["share_offline_store"] > 0) & (out["online_share"] > 0)
-    ).astype("int64")
-
-    out = out.join(ev.drop(columns=["n_claim", "n_redeem"]), how="left")
-    ev_cols = [c_ for c_ in ev.columns if c_.startswith("ev_")]
-    out[ev_cols] = out[ev_cols].fillna(0.0)
-    out["ev_trend_30d"] = out.pop("ev_last30") - out.pop("ev_prev30")
-    claims = ev["n_claim"].reindex(out.index)
-    redeems = ev["n_redeem"].reindex(out.index)
-    out["coupon_redeem_rate"] = np.where(claims > 0, redeems / claims.where(claims > 0), np.nan)
-    out = out.join(tc, how="left")
-    out["touches_90d"] = out["touches_90d"].fillna(0.0)
-
-    bought = out["n_orders"] > 0
-    out["rfm_r_score"] = _quintile_score(out["recency_days"].where(bought), higher_is_better=False)
-    out["rfm_f_score"] = _quintile_score(out["n_orders"].where(bought))
-    out["rfm_m_score"] = _quintile_score(out["total_net"].where(bought))
-    spend_rank = out["spend_365d"].rank(method="first", ascending=False, pct=True)
-    out["top20_value"] = ((spend_rank <= 0.2) & (out["spend_365d"] > 0)).astype("int64")
-    out["value_tier"] = np.select(
-        [out["spend_365d"] <= 0, spend_rank <= 0.2, spend_rank <= 0.5], ["none", "high", "mid"], default="low"
-    )
-    out["lifecycle_stage"] = lifecycle_stage(out["n_orders"], out["recency_days"], rules)
-    out["cutoff_month"] = int(c.tz_convert(BUSINESS_TZ).month)
-    out["days_to_next_sale"] = _days_to_next_sale(c)
-
-    out = out.reset_index().rename(columns={"index": "customer_id"})
-    out.insert(1, "cutoff", c)
-    return out
-
-
-def _empty_events() -> pd.DataFrame:
-    return pd.DataFrame(
-        {
-            "customer_id": pd.Series(dtype=str),
-            "ts": pd.Series(dtype="datetime64[ns, UTC]"),
-            "event_type": pd.Series(dtype=str),
-        }
-    )
-
-
-def _empty_touches() -> pd.DataFrame:
-    return pd.DataFrame(
-        {
-            "customer_id": pd.Series(dtype=str),
-            "ts": pd.Series(dtype="datetime64[ns, UTC]"),
-            "arm": pd.Series(dtype=str),
-        }
-    )
+        if owned:
+            eng.close()
+    return finish_snapshot(df, cutoff)
 
 
 def load_tables(data_dir: str | Path) -> dict[str, pd.DataFrame]:
-    """The contract tables a snapshot needs (events and touches are optional)."""
+    """The contract tables a snapshot needs, in memory (events and touches are optional)."""
     tables = {name: read_table(data_dir, name) for name in ("customers", "orders")}
     for name in ("events", "touches"):
         try:
@@ -288,11 +170,11 @@ def load_tables(data_dir: str | Path) -> dict[str, pd.DataFrame]:
     return tables
 
 
-def build_snapshot(data_dir: str | Path, cutoff: dt.date | str, engine: str = "duckdb") -> pd.DataFrame:
-    """Feature snapshot of the data directory at ``cutoff`` (one row per customer seen before it)."""
-    if engine != "duckdb":
-        raise ValueError(f"engine {engine!r} is not available yet; use 'duckdb'")
-    return compute_snapshot(load_tables(data_dir), cutoff)
+def build_snapshot(
+    data_dir: str | Path, cutoff: dt.date | str, engine: str | Engine | EngineConfig = "duckdb"
+) -> pd.DataFrame:
+    """Feature snapshot of the data directory at ``cutoff``; the engine reads the parquet files itself."""
+    return compute_snapshot(Path(data_dir), cutoff, engine=engine)
 
 
 def write_snapshot(df: pd.DataFrame, data_dir: str | Path, cutoff: dt.date | str) -> Path:

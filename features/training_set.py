@@ -3,6 +3,10 @@
 Training and batch scoring share one retrieval path (:func:`features.snapshot.compute_snapshot`);
 they differ only in the cutoff. A label whose window runs past the data at some cutoff is left NaN
 for that cutoff and named in the manifest (``labels_unavailable``), never filled from the future.
+Every cutoff runs on one engine (DuckDB by default, or Spark), opened once for the whole set.
+
+Validation is by time (:func:`time_split`): the validation cutoff's label window must start after every
+training label window has ended, otherwise the training labels would have seen the validation period.
 """
 
 from __future__ import annotations
@@ -16,12 +20,13 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from features.as_of import cutoff_ts
+from features.engine import Engine, EngineConfig, Source, open_engine
 from features.io import atomic_write_parquet, data_fingerprint
-from features.labels import LABEL_HORIZONS, LabelWindowError, compute_labels, data_end
-from features.snapshot import CATEGORICAL, compute_snapshot, load_tables
+from features.labels import LABELS, LabelWindowError, compute_labels, data_end, horizons
+from features.schema import BUSINESS_TZ
+from features.snapshot import CATEGORICAL, compute_snapshot
 
 FEATURE_KEYS: tuple[str, str] = ("customer_id", "cutoff")
-LABELS: tuple[str, ...] = ("label_churn", "label_repurchase_7d", "label_future_net_spend_365d")
 
 
 def feature_columns(df: pd.DataFrame) -> list[str]:
@@ -42,6 +47,8 @@ def monthly_cutoffs(start: dt.date | str, end: dt.date | str, every_months: int 
 
 def check_split(train_cutoffs: list[dt.date], valid_cutoff: dt.date, horizon_days: int) -> None:
     """Refuse a validation cutoff whose label window starts before every training label window ended."""
+    if not train_cutoffs:
+        raise ValueError("give at least one training cutoff")
     last_end = max(pd.Timestamp(c) for c in train_cutoffs) + pd.Timedelta(days=horizon_days)
     if pd.Timestamp(valid_cutoff) < last_end:
         raise LabelWindowError(
@@ -50,42 +57,89 @@ def check_split(train_cutoffs: list[dt.date], valid_cutoff: dt.date, horizon_day
         )
 
 
+def time_split(
+    df: pd.DataFrame, valid_cutoff: dt.date | str, horizon_days: int
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Split a training set into the rows of earlier cutoffs (train) and those of ``valid_cutoff``.
+
+    Raises :class:`LabelWindowError` when a training label window reaches into the validation window,
+    and ``ValueError`` when the training set holds no row at ``valid_cutoff`` or none before it.
+    """
+    days = pd.Series(_business_dates(df["cutoff"]), index=df.index)
+    valid_day = pd.Timestamp(valid_cutoff).date()
+    train_days = sorted({d for d in days.unique() if d < valid_day})
+    if valid_day not in set(days):
+        raise ValueError(f"the training set has no rows at the validation cutoff {valid_day}")
+    if not train_days:
+        raise ValueError(f"the training set has no cutoff before the validation cutoff {valid_day}")
+    check_split(train_days, valid_day, horizon_days)
+    return df[days < valid_day], df[days == valid_day]
+
+
+def _business_dates(cutoffs: pd.Series) -> list[dt.date]:
+    ts = pd.to_datetime(cutoffs)
+    if getattr(ts.dt, "tz", None) is not None:
+        ts = ts.dt.tz_convert(BUSINESS_TZ)
+    return [t.date() for t in ts]
+
+
 def build_training_set(
     data_dir: str | Path,
     cutoffs: list[dt.date] | list[str],
     churn_horizon_days: int = 90,
     progress: bool = True,
+    engine: str | Engine | EngineConfig = "duckdb",
 ) -> pd.DataFrame:
-    """Snapshots × labels for each cutoff, stacked (see module docstring)."""
-    tables = load_tables(data_dir)
-    return stack_training_set(tables, cutoffs, churn_horizon_days, progress)
+    """Snapshots × labels for each cutoff, stacked (see module docstring); the engine reads the files."""
+    return stack_training_set(Path(data_dir), cutoffs, churn_horizon_days, progress, engine)
 
 
 def stack_training_set(
-    tables: dict[str, pd.DataFrame],
+    source: Source,
     cutoffs: list[dt.date] | list[str],
     churn_horizon_days: int = 90,
     progress: bool = True,
+    engine: str | Engine | EngineConfig = "duckdb",
 ) -> pd.DataFrame:
-    """In-memory twin of :func:`build_training_set`."""
+    """Snapshots × labels for each cutoff of a data directory or of in-memory contract tables."""
     if not cutoffs:
         raise ValueError("give at least one cutoff")
-    end = data_end(tables)
-    horizons = {**LABEL_HORIZONS, "label_churn": churn_horizon_days}
-    parts = []
-    for cutoff in tqdm(sorted(pd.Timestamp(c).date() for c in cutoffs), desc="cutoffs", disable=not progress):
-        snap = compute_snapshot(tables, cutoff)
-        c = cutoff_ts(cutoff)
-        available = tuple(n for n in LABELS if c + pd.Timedelta(days=horizons[n]) <= end)
-        if not available:
-            raise LabelWindowError(
-                f"cutoff {cutoff}: every label window runs past the end of the data ({end.date()})"
-            )
-        labels = compute_labels(tables, cutoff, pd.Index(snap["customer_id"]), churn_horizon_days, available)
-        for name in LABELS:
-            snap[name] = labels[name].to_numpy() if name in labels else float("nan")
-        parts.append(snap)
+    eng, owned = open_engine(engine)
+    try:
+        end = data_end(source, eng)
+        parts = []
+        days = sorted({pd.Timestamp(c).date() for c in cutoffs})
+        for cutoff in tqdm(days, desc="cutoffs", disable=not progress):
+            parts.append(_labelled_snapshot(source, cutoff, churn_horizon_days, end, eng))
+    finally:
+        if owned:
+            eng.close()
     return pd.concat(parts, ignore_index=True)
+
+
+def _labelled_snapshot(
+    source: Source, cutoff: dt.date, churn_horizon_days: int, end: pd.Timestamp, eng: Engine
+) -> pd.DataFrame:
+    snap = compute_snapshot(source, cutoff, engine=eng)
+    c = cutoff_ts(cutoff)
+    available = tuple(n for n in LABELS if c + pd.Timedelta(days=horizons(churn_horizon_days)[n]) <= end)
+    if not available:
+        raise LabelWindowError(
+            f"cutoff {cutoff}: every label window runs past the end of the data "
+            f"({end.tz_convert(BUSINESS_TZ).date()})"
+        )
+    labels = compute_labels(
+        source,
+        cutoff,
+        pd.Index(snap["customer_id"]),
+        churn_horizon_days,
+        available,
+        eng,
+        feature_cutoff=cutoff,
+    )
+    for name in LABELS:
+        snap[name] = labels[name].to_numpy() if name in labels else float("nan")
+    return snap
 
 
 def _code_version() -> str:
@@ -103,23 +157,22 @@ def _code_version() -> str:
 
 
 def write_training_set(
-    df: pd.DataFrame, out: str | Path, data_dir: str | Path, churn_horizon_days: int
+    df: pd.DataFrame, out: str | Path, data_dir: str | Path, churn_horizon_days: int, engine: str = "duckdb"
 ) -> Path:
     """Write the training set and its manifest (``<out>.manifest.json``)."""
     out = Path(out)
     atomic_write_parquet(df, out)
-    unavailable = {
-        name: sorted(str(c.date()) for c, g in df.groupby("cutoff") if g[name].isna().all())
-        for name in LABELS
-    }
+    day = pd.Series(_business_dates(df["cutoff"]), index=df.index).astype(str)
+    unavailable = {name: sorted(d for d, g in df.groupby(day) if g[name].isna().all()) for name in LABELS}
     manifest = {
-        "cutoffs": sorted(str(c.date()) for c in df["cutoff"].unique()),
+        "cutoffs": sorted(day.unique()),
         "features": feature_columns(df),
         "labels": list(LABELS),
-        "horizons_days": {**LABEL_HORIZONS, "label_churn": churn_horizon_days},
+        "horizons_days": horizons(churn_horizon_days),
         "labels_unavailable": unavailable,
         "rows": len(df),
         "data_fingerprint": data_fingerprint(data_dir),
+        "engine": engine,
         "code_version": _code_version(),
     }
     out.with_suffix(".manifest.json").write_text(json.dumps(manifest, indent=2))

@@ -11,3 +11,20 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.Temp
     store = tmp_path_factory.mktemp("mlflow")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{store}/mlruns.db")
     monkeypatch.setenv("SIYU_PII_KEY", "test-only-pii-key")
+
+
+@pytest.fixture(scope="session")
+def spark_session():
+    """One local SparkSession per test process; mark its tests ``spark`` and ``xdist_group("spark")``."""
+    from features.engine import EngineConfig, local_spark_session
+
+    config = EngineConfig(
+        name="spark",
+        spark_master="local[2]",
+        spark_shuffle_partitions=2,
+        spark_driver_memory="1g",
+        spark_conf={"spark.ui.showConsoleProgress": "false"},
+    )
+    session = local_spark_session(config)
+    yield session
+    session.stop()
