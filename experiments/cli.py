@@ -247,9 +247,14 @@ def uplift_cmd(
     n (from randomised treatment vs control) — which the tiering policy may use in place of its priors.
     """
     from experiments.readout import figure_png
-    from experiments.simulate import campaign_training_frame, campaign_windows, load_history
+    from experiments.simulate import (
+        UpliftConfig,
+        campaign_training_frame,
+        campaign_windows,
+        fit_channel_uplift,
+        load_history,
+    )
     from experiments.uplift import (
-        ChannelUpliftModel,
         TLearner,
         XLearner,
         channel_uplift_table,
@@ -267,7 +272,7 @@ def uplift_cmd(
     models = {
         "t_learner": TLearner(random_state=seed, min_child_samples=200).fit(train[cols], y, w),
         "x_learner": XLearner(random_state=seed, min_child_samples=200).fit(train[cols], y, w),
-        "channel_model": ChannelUpliftModel(random_state=seed).fit(train[cols], y, w, train["channel"]),
+        "channel_model": fit_channel_uplift(data, hist, day, UpliftConfig(), seed=seed),
     }
     out.mkdir(parents=True, exist_ok=True)
     camp_windows = campaign_windows(data)

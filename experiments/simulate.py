@@ -14,14 +14,19 @@ Strategies compared (all exclude the persistent global holdout and obey the same
 * ``churn_risk`` — highest churn risk first, baseline channel. Risk is a LightGBM classifier trained at
   an earlier cutoff ``c − H`` (label: no paid purchase in ``[c − H, c)``) and applied at ``c``;
 * ``clv_x_risk`` — highest ``CLV × churn risk`` first, baseline channel; CLV is BG/NBD + Gamma-Gamma
-  (:mod:`training.clv`) fitted on the history before ``c``;
+  (:mod:`training.btyd_baseline`) fitted on the snapshot at ``c``;
 * ``uplift`` — a :class:`experiments.uplift.ChannelUpliftModel` trained on every past randomised
-  campaign (pooled X-learner for *who* responds, each channel's measured mean uplift for *how much*)
-  predicts the uplift in conversion per channel; expected profit = margin × uplift × expected order
-  value − cost; customers and channels are chosen by the budgeted allocation below;
+  campaign (a pooled X-learner for *who* responds, with μ₀ from every untreated customer; each
+  channel's measured, partially pooled effect for *how much*) predicts the uplift in conversion per
+  channel; expected profit = margin × uplift × expected spend per order (Gamma-Gamma) − cost;
+  customers and channels are chosen by the budgeted allocation below;
 * ``feature_oracle`` (reference) — the allocation on the true profit regressed on the same observable
-  features, in-sample: the ceiling of any model built on these features;
+  features, cross-fitted: the ceiling of a model built on these features with noise-free labels;
 * ``oracle`` — the same allocation on the true profits (the upper reference, not a strategy).
+
+Every feature comes from :func:`experiments.targeting_features.targeting_features` — the shared
+snapshot (:func:`features.snapshot.compute_snapshot`) plus BTYD scores — at the campaign start dates
+for training and at the cutoff for scoring.
 
 Budgeted allocation (a multiple-choice knapsack): for a price λ ≥ 0 every customer takes the channel
 maximising ``profit − λ·cost`` if positive; λ is the smallest price whose plan fits the budget
@@ -33,7 +38,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -42,13 +47,39 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 from tqdm import tqdm
 
-from experiments.assignment import global_holdout_mask
+from experiments.assignment import global_holdout_mask, hash_uniform
 from experiments.readout import ReadoutConfig, campaign_outcomes
-from experiments.uplift import ChannelUpliftModel, feature_columns, training_frame
+from experiments.targeting_features import CALENDAR_COLUMNS, targeting_features
+from experiments.uplift import (
+    BaselineOutcomeModel,
+    ChannelUpliftModel,
+    encode_features,
+    feature_columns,
+    training_frame,
+)
+from features.as_of import cutoff_ts
 from features.schema import BUSINESS_TZ, PURCHASE_STATUSES
 
 Strategy = Callable[[pd.DataFrame, float, Mapping[str, float]], pd.DataFrame]
 """(scores frame with ``customer_id``, budget in ¥, channel → cost) → frame[customer_id, channel]."""
+
+
+class UpliftConfig(BaseModel):
+    """Settings of the channel uplift model fitted on past campaigns (chosen on worlds of other seeds)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    trees: int = Field(100, gt=0, description="Trees per LightGBM model of ChannelUpliftModel.")
+    min_child_samples: int = Field(400, gt=0)
+    weighting: Literal["propensity", "arm_size"] = Field(
+        "arm_size", description="X-learner weighting of the imputed-effect halves (see XLearner)."
+    )
+    channel_pooling: Literal["empirical_bayes", "none"] = Field(
+        "empirical_bayes", description="Partial pooling of the per-channel effect scales."
+    )
+    baseline: bool = Field(
+        True, description="μ₀ from every untreated customer of past campaigns, not only the control arms."
+    )
 
 
 class SimulationConfig(BaseModel):
@@ -68,9 +99,7 @@ class SimulationConfig(BaseModel):
     churn_horizon_days: int = Field(90, gt=0, description="Churn = no paid purchase within this horizon.")
     holdout_share: float = Field(0.05, ge=0, lt=1, description="Persistent global holdout excluded from all.")
     seed: int = 0
-    uplift_learner: Literal["x", "t"] = Field("x", description="Pooled meta-learner of ChannelUpliftModel.")
-    uplift_trees: int = Field(100, gt=0)
-    uplift_min_child_samples: int = Field(400, gt=0)
+    uplift: UpliftConfig = Field(default_factory=UpliftConfig, description="The channel uplift model.")
     feature_oracle: bool = Field(
         True, description="Also report the best a model on these features could do (fit to the truth)."
     )
@@ -80,77 +109,8 @@ class SimulationConfig(BaseModel):
 
 
 def business_midnight(day: dt.date | str) -> pd.Timestamp:
-    """Midnight of ``day`` in the business timezone, as a UTC timestamp."""
-    return pd.Timestamp(pd.Timestamp(day).date()).tz_localize(BUSINESS_TZ).tz_convert("UTC")
-
-
-def cutoff_features(
-    customers: pd.DataFrame, orders: pd.DataFrame, cutoff: dt.date, events: pd.DataFrame | None = None
-) -> pd.DataFrame:
-    """Minimal point-in-time features at ``cutoff`` (only records with ts < cutoff) per customer.
-
-    A minimal stand-in for the project's feature snapshot that keeps the simulator self-contained:
-    recency, frequency, monetary, tenure, 90/365-day activity, WeCom and membership attributes, and
-    interaction-event activity (which fades before a customer lapses) when ``events`` is given.
-    Columns the strategies need: ``frequency`` (repeat purchases), ``recency_days`` (first → last
-    purchase), ``btyd_T`` (first purchase → cutoff), ``aov``, ``n_orders``.
-    """
-    c = business_midnight(cutoff)
-    cust = customers[customers["first_seen_ts"] < c]
-    paid = orders[(orders["ts"] < c) & orders["status"].isin(PURCHASE_STATUSES)]
-    paid = paid[paid["customer_id"].isin(cust["customer_id"])]
-    days = (c - paid["ts"]) / pd.Timedelta(days=1)
-    p = paid.assign(
-        days_ago=days,
-        in_90=(days < 90).astype(float),
-        in_365=(days < 365).astype(float),
-        spend_365=paid["net_amount"].where(days < 365, 0.0),
-    )
-    f = p.groupby("customer_id").agg(
-        n_orders=("net_amount", "size"),
-        total_spend=("net_amount", "sum"),
-        aov=("net_amount", "mean"),
-        days_since_last=("days_ago", "min"),
-        days_since_first=("days_ago", "max"),
-        orders_90d=("in_90", "sum"),
-        orders_365d=("in_365", "sum"),
-        spend_365d=("spend_365", "sum"),
-    )
-    out = cust.set_index("customer_id")[["city_tier", "member_level", "acquisition_channel"]].copy()
-    out["wecom_added"] = (cust.set_index("customer_id")["wecom_added_ts"] < c).fillna(False).astype(float)
-    out["tenure_days"] = ((c - cust.set_index("customer_id")["first_seen_ts"]) / pd.Timedelta(days=1)).clip(0)
-    out = out.join(f, how="left")
-    for col in ("n_orders", "total_spend", "orders_90d", "orders_365d", "spend_365d"):
-        out[col] = out[col].fillna(0.0)
-    if events is not None:
-        out = out.join(_event_features(events, c), how="left")
-        for col in [x for x in out.columns if x.startswith("events_")]:
-            out[col] = out[col].fillna(0.0)
-    out["frequency"] = (out["n_orders"] - 1).clip(lower=0)
-    out["recency_days"] = (out["days_since_first"] - out["days_since_last"]).fillna(0.0)
-    out["btyd_T"] = out["days_since_first"].fillna(0.0)
-    out["member_level"] = out["member_level"].astype("category")
-    out["acquisition_channel"] = out["acquisition_channel"].astype("category")
-    return out.reset_index().rename(columns={"index": "customer_id"})
-
-
-def _event_features(events: pd.DataFrame, c: pd.Timestamp) -> pd.DataFrame:
-    ev = events[events["ts"] < c]
-    days = (c - ev["ts"]) / pd.Timedelta(days=1)
-    ev = ev.assign(
-        days_ago=days,
-        in_30=(days < 30).astype(float),
-        in_90=(days < 90).astype(float),
-        wecom_in_90=((days < 90) & (ev["event_type"] == "wecom_msg_in")).astype(float),
-        visit_90=((days < 90) & (ev["event_type"] == "miniprogram_visit")).astype(float),
-    )
-    return ev.groupby("customer_id").agg(
-        events_30d=("in_30", "sum"),
-        events_90d=("in_90", "sum"),
-        events_wecom_in_90d=("wecom_in_90", "sum"),
-        events_visits_90d=("visit_90", "sum"),
-        days_since_last_event=("days_ago", "min"),
-    )
+    """Midnight of ``day`` in the business timezone, as a UTC timestamp (:func:`features.as_of.cutoff_ts`)."""
+    return cutoff_ts(day)
 
 
 @dataclass(frozen=True)
@@ -161,9 +121,23 @@ class History:
     orders: pd.DataFrame
     events: pd.DataFrame | None
     touches: pd.DataFrame
+    _features: dict[dt.date, pd.DataFrame] = field(default_factory=dict, repr=False, compare=False)
+
+    def tables(self) -> dict[str, pd.DataFrame]:
+        """The tables as :func:`features.snapshot.compute_snapshot` takes them."""
+        out = {"customers": self.customers, "orders": self.orders, "touches": self.touches}
+        if self.events is not None:
+            out["events"] = self.events
+        return out
 
     def features(self, cutoff: dt.date) -> pd.DataFrame:
-        return cutoff_features(self.customers, self.orders, cutoff, self.events)
+        """Targeting features at ``cutoff`` (:func:`experiments.targeting_features.targeting_features`).
+
+        Computed once per cutoff; callers get a copy.
+        """
+        if cutoff not in self._features:
+            self._features[cutoff] = targeting_features(self.tables(), cutoff)
+        return self._features[cutoff].copy()
 
 
 # ----------------------------------------------------------------------------- model scores
@@ -185,28 +159,20 @@ def churn_scores(hist: History, cutoff: dt.date, horizon_days: int, seed: int) -
         n_estimators=200, learning_rate=0.05, num_leaves=15, min_child_samples=50,
         random_state=seed, n_jobs=1, deterministic=True, force_row_wise=True, verbose=-1,
     )  # fmt: skip
-    model.fit(train[cols], y)
     now = hist.features(cutoff)
-    risk = model.predict_proba(now[cols])[:, 1]
+    X_train, X_now = encode_features(train, cols, now)
+    model.fit(X_train, y)
+    risk = model.predict_proba(X_now)[:, 1]
     return pd.Series(risk, index=pd.Index(now["customer_id"], name="customer_id"), name="churn_risk")
 
 
-def clv_scores(feats: pd.DataFrame, months: int = 12) -> pd.Series:
-    """12-month discounted CLV from BG/NBD + Gamma-Gamma fitted on the history before the cutoff."""
-    from training.clv import BetaGeoModel, GammaGammaModel, customer_lifetime_value
-
-    f = feats[feats["n_orders"] > 0]
-    x, t_x, T = f["frequency"].to_numpy(float), f["recency_days"].to_numpy(float), f["btyd_T"].to_numpy(float)
-    T = np.maximum(T, t_x)
-    # Gamma-Gamma wants the mean of repeat transactions; the overall mean order value is the usual proxy.
-    m = np.where(x > 0, f["aov"].to_numpy(float), 0.0)
-    bg = BetaGeoModel().fit(x, t_x, T)
-    gg = GammaGammaModel().fit(x, m)
-    m_filled = np.where(x > 0, m, float(np.mean(m[x > 0])))
-    clv = customer_lifetime_value(bg, gg, x, t_x, T, m_filled, months=months, time_unit_days=1.0)
-    out = pd.Series(0.0, index=pd.Index(feats["customer_id"], name="customer_id"), name="clv")
-    out.loc[f["customer_id"].to_numpy()] = np.nan_to_num(clv, nan=0.0)
-    return out
+def clv_scores(feats: pd.DataFrame) -> pd.Series:
+    """12-month discounted CLV (BG/NBD + Gamma-Gamma fitted on the snapshot at the cutoff); 0 if unknown."""
+    return pd.Series(
+        feats["btyd_clv"].fillna(0.0).clip(lower=0.0).to_numpy(),
+        index=pd.Index(feats["customer_id"], name="customer_id"),
+        name="clv",
+    )
 
 
 def campaign_windows(data_dir: Path) -> dict[str, float]:
@@ -216,6 +182,44 @@ def campaign_windows(data_dir: Path) -> dict[str, float]:
         return {}
     camps = pd.read_parquet(path, columns=["campaign_id", "window_days"])
     return dict(zip(camps["campaign_id"].astype(str), camps["window_days"].astype(float), strict=True))
+
+
+@dataclass(frozen=True)
+class PastCampaign:
+    """A randomised campaign of the touches log: id, first touch and outcome window."""
+
+    campaign_id: str
+    start: pd.Timestamp
+    window_days: float
+
+    @property
+    def start_day(self) -> dt.date:
+        """Business day of the first touch: features are taken at its midnight."""
+        return self.start.tz_convert(BUSINESS_TZ).date()
+
+
+def past_campaigns(
+    data_dir: Path,
+    hist: History,
+    finished_before: dt.date | None = None,
+    started_on_or_after: dt.date | None = None,
+) -> list[PastCampaign]:
+    """Campaigns whose window ended before ``finished_before`` and that started on/after the other date."""
+    windows = campaign_windows(data_dir)
+    out = []
+    for cid, ts0 in sorted(hist.touches.groupby("campaign_id")["ts"].min().items()):
+        w = windows.get(str(cid), ReadoutConfig().window_days)
+        if finished_before is not None and ts0 + pd.Timedelta(days=w) > business_midnight(finished_before):
+            continue
+        if started_on_or_after is not None and ts0 < business_midnight(started_on_or_after):
+            continue
+        out.append(PastCampaign(str(cid), ts0, float(w)))
+    if not out:
+        raise ValueError(
+            f"no randomised campaign in the requested period (finished before {finished_before}, "
+            f"started on or after {started_on_or_after})"
+        )
+    return out
 
 
 def campaign_training_frame(
@@ -229,46 +233,96 @@ def campaign_training_frame(
 
     Keeps campaigns whose outcome window ended before ``finished_before`` and that started on or after
     ``started_on_or_after``. Each campaign's units get the features at the campaign's start date (the
-    business day of its first touch), so a model never sees anything from after the touch.
+    business day of its first touch), so a model never sees anything from after the touch; the
+    campaign's ``window_days`` is added.
     """
-    windows = campaign_windows(data_dir)
-    touches, orders = hist.touches, hist.orders
-    first = touches.groupby("campaign_id")["ts"].min()
     frames = []
-    for cid, ts0 in tqdm(sorted(first.items()), desc="campaign features", disable=not progress):
-        w = windows.get(str(cid), ReadoutConfig().window_days)
-        if finished_before is not None and ts0 + pd.Timedelta(days=w) > business_midnight(finished_before):
-            continue
-        if started_on_or_after is not None and ts0 < business_midnight(started_on_or_after):
-            continue
-        out = campaign_outcomes(touches, orders, ReadoutConfig(window_days=w), campaign_ids=[cid])
-        feats = hist.features(ts0.tz_convert(BUSINESS_TZ).date())
-        frames.append(training_frame(out, {str(cid): feats}))
-    if not frames:
-        raise ValueError(
-            f"no randomised campaign in the requested period (finished before {finished_before}, "
-            f"started on or after {started_on_or_after})"
+    camps = past_campaigns(data_dir, hist, finished_before, started_on_or_after)
+    for camp in tqdm(camps, desc="campaign features", disable=not progress):
+        cfg = ReadoutConfig(window_days=camp.window_days)
+        out = campaign_outcomes(hist.touches, hist.orders, cfg, campaign_ids=[camp.campaign_id])
+        frame = training_frame(out, {camp.campaign_id: hist.features(camp.start_day)})
+        frames.append(frame.assign(window_days=camp.window_days))
+    return pd.concat(frames, ignore_index=True)
+
+
+def untreated_frame(
+    data_dir: Path, hist: History, finished_before: dt.date, progress: bool = True
+) -> pd.DataFrame:
+    """Every customer *not* treated by a past campaign, at its start, with the organic outcome.
+
+    Control and holdout arms and everyone outside the campaign's audience: ``converted`` = a paid order
+    in ``[first touch, first touch + window)``; features at the campaign's start date, plus
+    ``window_days``. The rows :class:`experiments.uplift.BaselineOutcomeModel` learns μ₀ from.
+    """
+    paid = hist.orders[hist.orders["status"].isin(PURCHASE_STATUSES)]
+    frames = []
+    for camp in tqdm(past_campaigns(data_dir, hist, finished_before), desc="untreated", disable=not progress):
+        t = hist.touches
+        treated = t.loc[(t["campaign_id"] == camp.campaign_id) & (t["arm"] == "treatment"), "customer_id"]
+        feats = hist.features(camp.start_day)
+        feats = feats[~feats["customer_id"].isin(set(treated))]
+        end = camp.start + pd.Timedelta(days=camp.window_days)
+        buyers = paid.loc[(paid["ts"] >= camp.start) & (paid["ts"] < end), "customer_id"]
+        converted = feats["customer_id"].isin(set(buyers)).astype(float)
+        frames.append(
+            feats.assign(campaign_id=camp.campaign_id, window_days=camp.window_days, converted=converted)
         )
     return pd.concat(frames, ignore_index=True)
+
+
+def cross_fitted_baseline(
+    untreated: pd.DataFrame, units: pd.DataFrame, columns: Sequence[str], folds: int = 3, seed: int = 0
+) -> np.ndarray:
+    """μ₀ for each campaign unit from a :class:`BaselineOutcomeModel` that never saw that customer.
+
+    Customers are split into ``folds`` by a hash of their id; each fold's units are predicted by a
+    model fitted on the other folds' untreated rows (control units would otherwise be in-sample).
+    """
+    fold_u = (hash_uniform(untreated["customer_id"], "siyu-baseline-folds") * folds).astype(int)
+    fold_t = (hash_uniform(units["customer_id"], "siyu-baseline-folds") * folds).astype(int)
+    cols = list(columns)
+    mu0 = np.full(len(units), np.nan)
+    for k in range(folds):
+        rows = fold_t == k
+        if not rows.any():
+            continue
+        train = untreated[fold_u != k]
+        model = BaselineOutcomeModel(random_state=seed + k).fit(train[cols], train["converted"].to_numpy())
+        mu0[rows] = model.predict(units.loc[rows, cols])
+    return mu0
 
 
 def fit_channel_uplift(
     data_dir: Path,
     hist: History,
     cutoff: dt.date,
-    config: SimulationConfig,
+    config: UpliftConfig | None = None,
+    seed: int = 0,
     progress: bool = True,
 ) -> ChannelUpliftModel:
-    """A :class:`ChannelUpliftModel` (conversion) from the randomised campaigns finished before ``cutoff``."""
+    """A :class:`ChannelUpliftModel` (conversion) from the randomised campaigns finished before ``cutoff``.
+
+    With ``config.baseline`` μ₀ comes from every untreated customer of those campaigns
+    (:func:`untreated_frame`, cross-fitted by customer), else from the control arms alone.
+    """
+    config = config or UpliftConfig()
     df = campaign_training_frame(data_dir, hist, finished_before=cutoff, progress=progress)
+    cols = feature_columns(df)
+    baseline = None
+    if config.baseline:
+        untreated = untreated_frame(data_dir, hist, cutoff, progress)
+        base_cols = [*cols, "window_days", *CALENDAR_COLUMNS]
+        baseline = cross_fitted_baseline(untreated, df, base_cols, seed=seed)
     model = ChannelUpliftModel(
-        learner=config.uplift_learner,
-        n_estimators=config.uplift_trees,
-        min_child_samples=config.uplift_min_child_samples,
-        random_state=config.seed,
+        n_estimators=config.trees,
+        min_child_samples=config.min_child_samples,
+        weighting=config.weighting,
+        channel_pooling=config.channel_pooling,
+        random_state=seed,
     )
     return model.fit(
-        df[feature_columns(df)], df["converted"].to_numpy(), df["treatment"].to_numpy(), df["channel"]
+        df[cols], df["converted"].to_numpy(), df["treatment"].to_numpy(), df["channel"], baseline=baseline
     )
 
 
@@ -288,12 +342,14 @@ def load_history(data_dir: str | Path, cutoff: dt.date | None = None) -> History
     )
 
 
-def expected_order_value(feats: pd.DataFrame, prior_weight: float = 2.0) -> pd.Series:
-    """Order value per customer shrunk toward the population mean (few orders → mostly the mean)."""
+def expected_order_value(feats: pd.DataFrame) -> pd.Series:
+    """Expected spend per order: the Gamma-Gamma posterior mean given all the customer's orders.
+
+    Falls back to the population mean order value where the fit failed.
+    """
     n = feats["n_orders"].to_numpy(float)
-    pop = float(feats.loc[n > 0, "total_spend"].sum() / max(n.sum(), 1.0))
-    aov = feats["aov"].fillna(pop).to_numpy(float)
-    value = (n * aov + prior_weight * pop) / (n + prior_weight)
+    pop = float(feats["total_net"].sum() / max(n.sum(), 1.0))
+    value = feats["expected_spend"].fillna(pop).to_numpy(float)
     return pd.Series(value, index=pd.Index(feats["customer_id"], name="customer_id"), name="order_value")
 
 
@@ -520,7 +576,7 @@ def prepare_scenario(data_dir: str | Path, config: SimulationConfig, progress: b
     hist = load_history(data_dir, cutoff)
     feats = hist.features(cutoff)
     feats = feats[~global_holdout_mask(feats["customer_id"], config.holdout_share)].reset_index(drop=True)
-    model = fit_channel_uplift(data_dir, hist, cutoff, config, progress)
+    model = fit_channel_uplift(data_dir, hist, cutoff, config.uplift, config.seed, progress)
     channels = model.channels_
     costs = {ch: float(CHANNEL_COSTS[ch]) for ch in channels}
     if config.baseline_channel not in costs:
@@ -555,24 +611,32 @@ def simulate(data_dir: str | Path, config: SimulationConfig, progress: bool = Tr
 
 
 def add_feature_oracle(
-    scores: pd.DataFrame, channels: Sequence[str], features: Sequence[str], seed: int
+    scores: pd.DataFrame, channels: Sequence[str], features: Sequence[str], seed: int, folds: int = 5
 ) -> None:
-    """Add ``feature_oracle_{channel}``: the true profit as well as these features can express it.
+    """Add ``feature_oracle_{channel}``: the true profit as well as these features can predict it.
 
-    A LightGBM regression of the *true* profit on the observable features, fitted and applied on the
-    same customers (in-sample, so optimistic). It is a reference, not a strategy: the gap between it
-    and the oracle is what no model on these features can recover (latent persona, alive state,
-    persuasion strength); the gap between ``uplift`` and it is estimation error from finite campaigns.
+    A LightGBM regression of the *true* profit on the observable features, cross-fitted: each
+    customer is scored by a model fitted on the other ``folds − 1`` folds (an in-sample fit would
+    memorise the latent state of the very customers it scores). It is a reference, not a strategy —
+    a model trained on noise-free labels: the gap between it and the oracle is what no model on these
+    features can recover (latent persona, persuasion strength, alive state), the gap between
+    ``uplift`` and it is the cost of learning from finite, noisy campaigns.
     """
     import lightgbm as lgb
 
-    X = scores[list(features)]
+    (X,) = encode_features(scores, features)
+    fold = (hash_uniform(scores["customer_id"], "siyu-feature-oracle") * folds).astype(int)
     for ch in channels:
-        model = lgb.LGBMRegressor(
-            n_estimators=300, learning_rate=0.05, num_leaves=31, min_child_samples=50,
-            random_state=seed, n_jobs=1, deterministic=True, force_row_wise=True, verbose=-1,
-        )  # fmt: skip
-        scores[f"feature_oracle_{ch}"] = model.fit(X, scores[f"true_profit_{ch}"]).predict(X)
+        y = scores[f"true_profit_{ch}"].to_numpy(float)
+        pred = np.zeros(len(y))
+        for k in range(folds):
+            model = lgb.LGBMRegressor(
+                n_estimators=300, learning_rate=0.05, num_leaves=31, min_child_samples=50,
+                random_state=seed + k, n_jobs=1, deterministic=True, force_row_wise=True, verbose=-1,
+            )  # fmt: skip
+            model.fit(X[fold != k], y[fold != k])
+            pred[fold == k] = model.predict(X[fold == k])
+        scores[f"feature_oracle_{ch}"] = pred
 
 
 def format_table(table: pd.DataFrame) -> str:

@@ -2,13 +2,19 @@
 
 * :class:`TLearner` — two outcome models, one per arm; uplift = μ₁(x) − μ₀(x).
 * :class:`XLearner` (Künzel et al., 2019) — stage 1 as the T-learner; stage 2 regresses the imputed
-  effects ``D₁ = Y₁ − μ₀(X₁)`` and ``D₀ = μ₁(X₀) − Y₀`` on x; uplift = g·τ₀(x) + (1 − g)·τ₁(x) with
-  g the (randomised, hence constant) treatment share.
+  effects ``D₁ = Y₁ − μ₀(X₁)`` and ``D₀ = μ₁(X₀) − Y₀`` on x; uplift = g·τ₀(x) + (1 − g)·τ₁(x).
+  ``weighting="propensity"`` takes g = e (the treated share, Künzel's choice); ``"arm_size"`` takes
+  g = 1 − e, weighting each half by the size of the arm its stage-2 regression is fitted on — better
+  when outcome noise, not the stage-1 fit, dominates (binary conversions). An external ``baseline``
+  μ₀ (e.g. :class:`BaselineOutcomeModel` fitted on every untreated customer) may replace the
+  control-arm model.
+* :class:`ChannelUpliftModel` — one responsiveness r(x) pooled over every channel's campaigns, scaled
+  per channel; channel scales partially pooled by empirical Bayes (:func:`random_effects_shrinkage`).
 
-Both wrap LightGBM, follow the scikit-learn estimator contract (configuration in ``__init__``, no work
-there, ``fit(X, y, treatment)`` returns self, fitted state ends in ``_``) and are deterministic for a
-given ``random_state`` (single-threaded, ``deterministic=True``). Metrics — Qini curve, Qini AUC,
-uplift AUC (AUUC) and uplift@k — come from ``sklift.metrics``.
+All wrap LightGBM, follow the scikit-learn estimator contract (configuration in ``__init__``, no work
+there, ``fit`` returns self, fitted state ends in ``_``) and are deterministic for a given
+``random_state`` (single-threaded, ``deterministic=True``). Metrics — Qini curve, Qini AUC, uplift
+AUC (AUUC) and uplift@k — come from ``sklift.metrics``.
 
 :func:`channel_uplift_table` turns the campaign log into the per-channel uplift estimates (mean
 uplift in conversion and net revenue with confidence intervals and sample sizes) that the tiering
@@ -30,6 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sklearn.base import BaseEstimator
 
 from experiments.readout import ReadoutConfig, diff_in_means
+from experiments.targeting_features import CALENDAR_COLUMNS
 
 Outcome = Literal["binary", "continuous"]
 
@@ -86,6 +93,15 @@ def _categories(X: pd.DataFrame, columns: list[str]) -> dict[str, list[str]]:
         ):
             cats[c] = sorted(str(v) for v in s.dropna().unique())
     return cats
+
+
+def encode_features(
+    train: pd.DataFrame, columns: Sequence[str], *others: pd.DataFrame
+) -> tuple[pd.DataFrame, ...]:
+    """``train[columns]`` and each of ``others`` encoded alike for LightGBM (text → shared categories)."""
+    cols = list(columns)
+    cats = _categories(train, cols)
+    return tuple(_encode(X, cols, cats) for X in (train, *others))
 
 
 def _check_fit_inputs(X: Any, y: Any, treatment: Any) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
@@ -210,27 +226,61 @@ class TLearner(_LGBMUplift):
 
 
 class XLearner(_LGBMUplift):
-    """X-learner (Künzel et al., 2019) with LightGBM in both stages and a constant propensity."""
+    """X-learner (Künzel et al., 2019) with LightGBM in both stages.
 
-    def fit(self, X: Any, y: Any, treatment: Any) -> XLearner:
+    ``weighting`` chooses g in g·τ₀ + (1 − g)·τ₁: ``"propensity"`` → g = e, ``"arm_size"`` → g = 1 − e,
+    with e the treated share of the training units (randomised, hence constant).
+    """
+
+    def __init__(
+        self,
+        outcome: Outcome = "binary",
+        n_estimators: int = 200,
+        learning_rate: float = 0.05,
+        num_leaves: int = 15,
+        min_child_samples: int = 50,
+        subsample: float = 0.8,
+        colsample_bytree: float = 0.8,
+        reg_lambda: float = 1.0,
+        weighting: Literal["propensity", "arm_size"] = "propensity",
+        random_state: int = 0,
+    ) -> None:
+        super().__init__(
+            outcome, n_estimators, learning_rate, num_leaves, min_child_samples, subsample,
+            colsample_bytree, reg_lambda, random_state,
+        )  # fmt: skip
+        self.weighting = weighting
+
+    def fit(self, X: Any, y: Any, treatment: Any, baseline: Any = None) -> XLearner:
+        """Fit both stages; ``baseline`` (μ₀ per row, optional) replaces the control-arm model in D₁."""
+        if self.weighting not in ("propensity", "arm_size"):
+            raise ValueError(f"weighting must be 'propensity' or 'arm_size', got {self.weighting!r}")
         Xe, y, w = self._prepare_fit(X, y, treatment)
         t, c = w == 1, w == 0
         self.model_treatment_ = self._outcome_model(1).fit(Xe[t], y[t])
         self.model_control_ = self._outcome_model(2).fit(Xe[c], y[c])
-        d1 = y[t] - self._mean(self.model_control_, Xe[t])
+        mu0 = _baseline_array(baseline, len(y))
+        d1 = y[t] - (mu0[t] if mu0 is not None else self._mean(self.model_control_, Xe[t]))
         d0 = self._mean(self.model_treatment_, Xe[c]) - y[c]
         self.effect_treated_ = self._effect_model(3).fit(Xe[t], d1)
         self.effect_control_ = self._effect_model(4).fit(Xe[c], d0)
+        e = self.treatment_share_
+        self.g_ = e if self.weighting == "propensity" else 1.0 - e
         return self
 
     def predict(self, X: Any) -> np.ndarray:
-        """Estimated uplift g·τ₀(x) + (1 − g)·τ₁(x) per row (g = treatment share in training)."""
+        """Estimated uplift g·τ₀(x) + (1 − g)·τ₁(x) per row."""
         Xe = self._prepare_predict(X)
-        g = self.treatment_share_
-        return g * self.effect_control_.predict(Xe) + (1 - g) * self.effect_treated_.predict(Xe)
+        return self.g_ * self.effect_control_.predict(Xe) + (1 - self.g_) * self.effect_treated_.predict(Xe)
 
 
-LEARNERS: dict[str, type[_LGBMUplift]] = {"t": TLearner, "x": XLearner}
+def _baseline_array(baseline: Any, n: int) -> np.ndarray | None:
+    if baseline is None:
+        return None
+    mu0 = np.asarray(baseline, dtype=float)
+    if mu0.shape != (n,) or not np.isfinite(mu0).all():
+        raise ValueError(f"baseline must be {n} finite values, got shape {mu0.shape}")
+    return mu0
 
 
 # ----------------------------------------------------------------------------- evaluation
@@ -408,72 +458,199 @@ def training_frame(
 
 
 def feature_columns(frame: pd.DataFrame, exclude: Sequence[str] = ()) -> list[str]:
-    """Model feature columns of a training frame (outcome, arm and bookkeeping columns removed)."""
+    """Model feature columns of a training frame (outcome, arm and bookkeeping columns removed).
+
+    Calendar columns and the campaign's window length are removed too: constant within a campaign, they
+    would let a pooled model tell campaigns (and so channels) apart instead of customers.
+    """
     drop = {
         "campaign_id", "customer_id", "arm", "channel", "touch_ts", "cost", "converted", "revenue",
-        "treatment", "cutoff", "snapshot_cutoff", "pre_spend", *exclude,
+        "treatment", "cutoff", "snapshot_cutoff", "pre_spend", "window_days", *CALENDAR_COLUMNS, *exclude,
     }  # fmt: skip
     return [c for c in _model_columns(frame) if c not in drop]
 
 
-class ChannelUpliftModel(BaseEstimator):
-    """Uplift per (customer, channel) = channel's measured mean uplift × customer responsiveness.
+def random_effects_shrinkage(
+    estimates: Sequence[float], std_errors: Sequence[float]
+) -> tuple[np.ndarray, float, float]:
+    """Empirical-Bayes partial pooling of k noisy estimates (DerSimonian & Laird, 1986).
 
-    Channels share one notion of *who responds* (alive, lapsing, reachable customers) but differ in
-    *how much*; past campaigns per channel are too small to learn both separately. So one pooled
-    meta-learner (``learner``: ``"x"`` or ``"t"``) on every campaign's units learns the responsiveness
-    r(x), and each channel's randomised difference in means ū_c sets the scale::
+    The between-estimate variance τ² is the method-of-moments estimate from Cochran's Q; each estimate
+    is shrunk toward the random-effects mean μ by B_i = s_i² / (s_i² + τ²). Returns (posterior means,
+    μ, τ²). With τ² = 0 every estimate becomes μ, the inverse-variance weighted mean.
+    """
+    est, se = np.asarray(estimates, dtype=float), np.asarray(std_errors, dtype=float)
+    if est.shape != se.shape or est.ndim != 1 or len(est) < 2:
+        raise ValueError(f"need ≥ 2 estimates with one standard error each, got {est.shape} and {se.shape}")
+    if not (np.isfinite(est).all() and np.isfinite(se).all() and (se > 0).all()):
+        raise ValueError("estimates must be finite and standard errors finite and positive")
+    v = se**2
+    w = 1.0 / v
+    fixed = float(np.sum(w * est) / w.sum())
+    q = float(np.sum(w * (est - fixed) ** 2))
+    tau2 = max(0.0, (q - (len(est) - 1)) / (w.sum() - np.sum(w**2) / w.sum()))
+    w_re = 1.0 / (v + tau2)
+    mu = float(np.sum(w_re * est) / w_re.sum())
+    shrink = v / (v + tau2)
+    return (1.0 - shrink) * est + shrink * mu, mu, tau2
 
-        uplift_c(x) = ū_c · r(x) / mean(r over channel c's training units)
 
-    ``fit(X, y, treatment, channel)`` returns self; ``predict(X, channel)`` returns uplift in the
-    outcome's units; ``channel_mean_`` and ``channel_n_`` hold ū_c and the units behind it.
+class BaselineOutcomeModel(BaseEstimator):
+    """P(outcome without contact | x): a LightGBM classifier on untreated rows.
+
+    Every customer *not* treated in a past campaign — control and holdout arms, and everyone outside
+    the campaign's audience — shows the organic outcome over the campaign window, so the baseline μ₀
+    of the uplift learners can be fitted on many more rows than the control arms hold. Give it the
+    window length and calendar columns as features: the organic rate depends on both.
     """
 
     def __init__(
         self,
-        learner: Literal["x", "t"] = "x",
-        n_estimators: int = 100,
-        learning_rate: float = 0.03,
-        num_leaves: int = 7,
+        n_estimators: int = 200,
+        learning_rate: float = 0.05,
+        num_leaves: int = 15,
         min_child_samples: int = 400,
         random_state: int = 0,
     ) -> None:
-        self.learner = learner
         self.n_estimators = n_estimators
         self.learning_rate = learning_rate
         self.num_leaves = num_leaves
         self.min_child_samples = min_child_samples
         self.random_state = random_state
 
-    def fit(self, X: Any, y: Any, treatment: Any, channel: Any) -> ChannelUpliftModel:
-        if self.learner not in LEARNERS:
-            raise ValueError(f"learner must be one of {sorted(LEARNERS)}, got {self.learner!r}")
-        Xf, y, w = _check_fit_inputs(X, y, treatment)
-        ch = np.asarray(channel, dtype=object)
+    def fit(self, X: Any, y: Any) -> BaselineOutcomeModel:
+        Xf = _as_frame(X).reset_index(drop=True)
+        y = np.asarray(y, dtype=float)
+        if len(y) != len(Xf) or not np.isin(y, [0.0, 1.0]).all():
+            raise ValueError(f"y must be {len(Xf)} values in {{0, 1}}")
+        self.feature_names_ = _model_columns(Xf)
+        self.categories_ = _categories(Xf, self.feature_names_)
+        self.model_ = lgb.LGBMClassifier(
+            n_estimators=self.n_estimators, learning_rate=self.learning_rate, num_leaves=self.num_leaves,
+            min_child_samples=self.min_child_samples, subsample=0.8, subsample_freq=1, colsample_bytree=0.8,
+            random_state=self.random_state, n_jobs=1, deterministic=True, force_row_wise=True, verbose=-1,
+        ).fit(_encode(Xf, self.feature_names_, self.categories_), y)  # fmt: skip
+        return self
+
+    def predict(self, X: Any) -> np.ndarray:
+        """P(outcome = 1 | x) without contact."""
+        if not hasattr(self, "model_"):
+            raise RuntimeError("BaselineOutcomeModel is not fitted; call fit(X, y) first")
+        Xe = _encode(_as_frame(X).reset_index(drop=True), self.feature_names_, self.categories_)
+        return self.model_.predict_proba(Xe)[:, 1]
+
+
+class ChannelUpliftModel(_LGBMUplift):
+    """Uplift per (customer, channel) = channel scale k_c × pooled responsiveness r(x).
+
+    Channels share one notion of *who responds* (alive, lapsing, reachable customers) but differ in
+    *how much*; past campaigns per channel are too small to learn both separately. So:
+
+    1. each channel's randomised difference in means ū_c sets provisional scales s_c = max(ū_c, 0);
+    2. an X-learner pooled over every channel's units learns r(x) from the channel-normalised imputed
+       effects ``(Y₁ − μ₀(x)) / s_c`` and ``(μ₁(x) − Y₀) / s_c`` weighted by s_c² — the least-squares
+       fit of ``τ_c(x) = s_c · r(x)``, so channels whose effect is near zero add no noise. μ₀ is the
+       ``baseline`` when given (see :class:`BaselineOutcomeModel`), else a control-arm model; halves
+       are combined by ``weighting`` as in :class:`XLearner`;
+    3. each channel's scale is re-estimated on r's units, k_c = (mean of Y − μ₀ treated − control) /
+       mean r over c's units, and with ≥ 3 channels partially pooled across channels
+       (``channel_pooling="empirical_bayes"``, :func:`random_effects_shrinkage`): a channel measured on
+       few or noisy campaigns borrows from the others instead of trusting its own noise.
+
+    ``predict(X, channel) = k_c · max(r(x), 0)``. Fitted: ``channel_mean_`` (ū_c), ``channel_n_``
+    (treated, control units), ``channel_raw_scale_`` and ``channel_scale_`` (k_c before and after
+    pooling), ``channel_scale_se_``.
+    """
+
+    def __init__(
+        self,
+        outcome: Outcome = "binary",
+        n_estimators: int = 100,
+        learning_rate: float = 0.03,
+        num_leaves: int = 7,
+        min_child_samples: int = 400,
+        subsample: float = 0.8,
+        colsample_bytree: float = 0.8,
+        reg_lambda: float = 1.0,
+        weighting: Literal["propensity", "arm_size"] = "arm_size",
+        channel_pooling: Literal["empirical_bayes", "none"] = "empirical_bayes",
+        random_state: int = 0,
+    ) -> None:
+        super().__init__(
+            outcome, n_estimators, learning_rate, num_leaves, min_child_samples, subsample,
+            colsample_bytree, reg_lambda, random_state,
+        )  # fmt: skip
+        self.weighting = weighting
+        self.channel_pooling = channel_pooling
+
+    def fit(self, X: Any, y: Any, treatment: Any, channel: Any, baseline: Any = None) -> ChannelUpliftModel:
+        """Fit on stacked campaign units; ``baseline`` is μ₀ per unit (optional, ideally cross-fitted)."""
+        if self.weighting not in ("propensity", "arm_size"):
+            raise ValueError(f"weighting must be 'propensity' or 'arm_size', got {self.weighting!r}")
+        if self.channel_pooling not in ("empirical_bayes", "none"):
+            raise ValueError(
+                f"channel_pooling must be 'empirical_bayes' or 'none', got {self.channel_pooling!r}"
+            )
+        Xe, y, w = self._prepare_fit(X, y, treatment)
+        ch = np.asarray(channel, dtype=object).astype(str)
         if len(ch) != len(y):
             raise ValueError(f"channel has {len(ch)} rows, X has {len(y)}")
-        self.model_ = LEARNERS[self.learner](
-            n_estimators=self.n_estimators,
-            learning_rate=self.learning_rate,
-            num_leaves=self.num_leaves,
-            min_child_samples=self.min_child_samples,
-            random_state=self.random_state,
-        ).fit(Xf, y, w)
-        self.feature_names_ = self.model_.feature_names_
-        r = np.maximum(self.model_.predict(Xf), 0.0)  # responsiveness: who moves at all
+        mu0 = _baseline_array(baseline, len(y))
+        self._fit_channel_means(y, w, ch)
+        s = np.array([max(self.channel_mean_.get(c, 0.0), 0.0) for c in ch])
+        if not (s > 0).any():
+            s = np.where(np.isin(ch, list(self.channel_mean_)), 1.0, 0.0)  # no positive channel: unscaled
+        t, c = w == 1, w == 0
+        self.model_treatment_ = self._outcome_model(1).fit(Xe[t], y[t])
+        if mu0 is None:
+            self.model_control_ = self._outcome_model(2).fit(Xe[c], y[c])
+            mu0 = self._mean(self.model_control_, Xe)
+        t1, c0 = t & (s > 0), c & (s > 0)
+        d1 = (y[t1] - mu0[t1]) / s[t1]
+        d0 = (self._mean(self.model_treatment_, Xe[c0]) - y[c0]) / s[c0]
+        self.effect_treated_ = self._effect_model(3).fit(Xe[t1], d1, sample_weight=s[t1] ** 2)
+        self.effect_control_ = self._effect_model(4).fit(Xe[c0], d0, sample_weight=s[c0] ** 2)
+        e = float(w[s > 0].mean())
+        self.g_ = e if self.weighting == "propensity" else 1.0 - e
+        self._fit_channel_scales(np.maximum(self._responsiveness(Xe), 0.0), y - mu0, w, ch)
+        return self
+
+    def _fit_channel_means(self, y: np.ndarray, w: np.ndarray, ch: np.ndarray) -> None:
         self.channel_mean_: dict[str, float] = {}
-        self.channel_scale_: dict[str, float] = {}
         self.channel_n_: dict[str, tuple[int, int]] = {}
         for c in sorted(set(ch)):
             m = ch == c
             t, k = y[m & (w == 1)], y[m & (w == 0)]
             if len(t) < 2 or len(k) < 2:
                 continue
-            self.channel_mean_[str(c)] = float(t.mean() - k.mean())
-            self.channel_scale_[str(c)] = float(np.mean(r[m]))
-            self.channel_n_[str(c)] = (len(t), len(k))
-        return self
+            self.channel_mean_[c] = float(t.mean() - k.mean())
+            self.channel_n_[c] = (len(t), len(k))
+
+    def _fit_channel_scales(self, r: np.ndarray, resid: np.ndarray, w: np.ndarray, ch: np.ndarray) -> None:
+        est, se = {}, {}
+        for c in self.channel_mean_:
+            m = ch == c
+            a, b = resid[m & (w == 1)], resid[m & (w == 0)]
+            scale = max(float(r[m].mean()), 1e-9)
+            est[c] = float(a.mean() - b.mean()) / scale
+            se[c] = float(np.sqrt(a.var(ddof=1) / len(a) + b.var(ddof=1) / len(b))) / scale
+        names = list(est)
+        self.channel_raw_scale_ = est
+        self.channel_scale_se_ = se
+        self.channel_scale_ = dict(est)
+        usable = [c for c in names if se[c] > 0]
+        if self.channel_pooling == "empirical_bayes" and len(usable) >= 3:
+            post, _, _ = random_effects_shrinkage([est[c] for c in usable], [se[c] for c in usable])
+            self.channel_scale_.update(dict(zip(usable, post.tolist(), strict=True)))
+
+    def _responsiveness(self, Xe: pd.DataFrame) -> np.ndarray:
+        return self.g_ * self.effect_control_.predict(Xe) + (1 - self.g_) * self.effect_treated_.predict(Xe)
+
+    def responsiveness(self, X: Any) -> np.ndarray:
+        """r(x): how strongly each row responds to contact, on the scale shared by all channels."""
+        if not hasattr(self, "effect_treated_"):
+            raise RuntimeError("ChannelUpliftModel is not fitted; call fit(X, y, treatment, channel) first")
+        return self._responsiveness(self._prepare_predict(X))
 
     @property
     def channels_(self) -> list[str]:
@@ -481,12 +658,8 @@ class ChannelUpliftModel(BaseEstimator):
 
     def predict(self, X: Any, channel: str) -> np.ndarray:
         """Estimated uplift of contacting each row on ``channel``."""
-        if not hasattr(self, "model_"):
+        if not hasattr(self, "effect_treated_"):
             raise RuntimeError("ChannelUpliftModel is not fitted; call fit(X, y, treatment, channel) first")
         if channel not in self.channel_mean_:
             raise ValueError(f"no past campaign on channel {channel!r}; known: {self.channels_}")
-        r = np.maximum(self.model_.predict(X), 0.0)
-        scale = self.channel_scale_[channel]
-        if abs(scale) < 1e-12:
-            return np.full(len(r), self.channel_mean_[channel])
-        return self.channel_mean_[channel] * r / scale
+        return self.channel_scale_[channel] * np.maximum(self.responsiveness(X), 0.0)

@@ -11,10 +11,14 @@ import pytest
 from experiments.simulate import (
     SimulationConfig,
     allocate,
+    business_midnight,
     compare_strategies,
-    cutoff_features,
+    cross_fitted_baseline,
     evaluate_choice,
+    load_history,
+    past_campaigns,
     simulate,
+    untreated_frame,
 )
 
 
@@ -68,20 +72,72 @@ def test_evaluate_choice_rejects_invalid_plans() -> None:
         evaluate_choice(pd.DataFrame({"customer_id": ["a"], "channel": "fax"}), truth, costs, 9.0, 0.5, "x")
 
 
-def test_cutoff_features_use_only_history_before_the_cutoff(small_world) -> None:
+def test_targeting_features_use_only_history_before_the_cutoff(small_world) -> None:
     import datetime as dt
 
-    from features.io import read_table
+    from experiments.targeting_features import BTYD_COLUMNS, targeting_features
+    from features.snapshot import load_tables
 
-    customers, orders = read_table(small_world, "customers"), read_table(small_world, "orders")
+    tables = load_tables(small_world)
     day = dt.date(2024, 3, 1)
-    before = cutoff_features(customers, orders, day)
-    # Appending orders on/after the cutoff must not change any feature.
-    later = orders.copy()
-    later["ts"] = later["ts"] + pd.Timedelta(days=3650)
-    later["order_id"] = later["order_id"] + "-future"
-    after = cutoff_features(customers, pd.concat([orders, later], ignore_index=True), day)
+    before = targeting_features(tables, day)
+    assert set(BTYD_COLUMNS) <= set(before.columns) and before["customer_id"].is_unique
+    assert before["btyd_p_alive"].between(0, 1).all() and (before["expected_spend"] > 0).all()
+    # Appending orders, events and touches on/after the cutoff must not change any feature.
+    later = {}
+    for name, key in (("orders", "order_id"), ("events", None), ("touches", "touch_id")):
+        extra = tables[name].copy()
+        extra["ts"] = extra["ts"] + pd.Timedelta(days=3650)
+        if key:
+            extra[key] = extra[key] + "-future"
+        later[name] = pd.concat([tables[name], extra], ignore_index=True)
+    after = targeting_features({**tables, **later}, day)
     pd.testing.assert_frame_equal(before, after)
+
+
+def test_untreated_frame_holds_every_untreated_customer_with_the_window_outcome(small_world) -> None:
+    import datetime as dt
+
+    from features.schema import PURCHASE_STATUSES
+
+    cutoff = dt.date(2024, 7, 1)
+    hist = load_history(small_world, cutoff)
+    frame = untreated_frame(small_world, hist, cutoff, progress=False)
+    camps = past_campaigns(small_world, hist, finished_before=cutoff)
+    assert sorted(frame["campaign_id"].unique()) == [c.campaign_id for c in camps]
+    touches, orders = hist.touches, hist.orders
+    paid = orders[orders["status"].isin(PURCHASE_STATUSES)]
+    for camp in camps:
+        rows = frame[frame["campaign_id"] == camp.campaign_id]
+        t = touches[touches["campaign_id"] == camp.campaign_id]
+        treated = set(t.loc[t["arm"] == "treatment", "customer_id"])
+        known = set(hist.customers.loc[hist.customers["first_seen_ts"] < business_midnight(camp.start_day),
+                                       "customer_id"])  # fmt: skip
+        assert set(rows["customer_id"]) == known - treated
+        assert set(t.loc[t["arm"] != "treatment", "customer_id"]) & known <= set(rows["customer_id"])
+        end = camp.start + pd.Timedelta(days=camp.window_days)
+        buyers = set(paid.loc[(paid["ts"] >= camp.start) & (paid["ts"] < end), "customer_id"])
+        expected = rows["customer_id"].isin(buyers).astype(float).to_numpy()
+        np.testing.assert_array_equal(rows["converted"].to_numpy(), expected)
+        assert (rows["window_days"] == camp.window_days).all()
+
+
+def test_cross_fitted_baseline_never_scores_a_customer_with_a_model_that_saw_them() -> None:
+    rng = np.random.default_rng(3)
+    n = 3_000
+    ids = np.array([f"C{i:05d}" for i in range(n)])
+    # Each customer's outcome is fixed and only their id-derived feature predicts it: a model that saw
+    # the customer could memorise it, one that did not can only guess the base rate.
+    code = rng.permutation(n).astype(float)
+    y = (rng.random(n) < 0.3).astype(float)
+    untreated = pd.DataFrame({"customer_id": ids, "code": code, "converted": y})
+    units = untreated.iloc[:600].drop(columns="converted")
+    mu0 = cross_fitted_baseline(untreated, units, ["code"], folds=3)
+    assert np.isfinite(mu0).all()
+    from sklearn.metrics import roc_auc_score
+
+    assert abs(roc_auc_score(y[:600], mu0) - 0.5) < 0.08
+    assert abs(mu0.mean() - y.mean()) < 0.05
 
 
 @pytest.mark.slow

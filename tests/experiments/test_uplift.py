@@ -134,13 +134,88 @@ def test_channel_uplift_model_scales_shared_responsiveness_by_channel() -> None:
     assert model.channels_ == ["ai_call", "sms"]
     sms, call = model.predict(X, "sms"), model.predict(X, "ai_call")
     assert (sms >= 0).all() and np.corrcoef(sms, call)[0, 1] == pytest.approx(1.0)
-    assert call.mean() / sms.mean() == pytest.approx(
-        model.channel_mean_["ai_call"]
-        / model.channel_mean_["sms"]
-        * model.channel_scale_["sms"]
-        / model.channel_scale_["ai_call"]
-    )
+    # Two channels are too few to pool: the scales are each channel's own estimate.
+    assert model.channel_scale_ == model.channel_raw_scale_
+    scales = model.channel_scale_
+    assert call.mean() / sms.mean() == pytest.approx(scales["ai_call"] / scales["sms"])
     assert 1.3 < call.mean() / sms.mean() < 3.0
     assert sms[tau > 0].mean() > 2 * sms[tau == 0].mean()
+    # The scaled predictions average to each channel's randomised difference in means over its units.
+    for ch, pred in (("sms", sms), ("ai_call", call)):
+        rows = channel == ch
+        assert pred[rows].mean() == pytest.approx(model.channel_mean_[ch], abs=0.02)
     with pytest.raises(ValueError, match="no past campaign on channel 'coupon'"):
         model.predict(X, "coupon")
+
+
+def test_channel_scales_are_partially_pooled_across_three_or_more_channels() -> None:
+    from experiments.uplift import ChannelUpliftModel, random_effects_shrinkage
+
+    X, y, w, tau = _world(15_000, seed=12)
+    channel = np.array(["a", "b", "c"])[np.arange(len(y)) % 3]
+    pooled = ChannelUpliftModel(n_estimators=40, random_state=2).fit(X, y, w, channel)
+    alone = ChannelUpliftModel(n_estimators=40, random_state=2, channel_pooling="none").fit(X, y, w, channel)
+    assert alone.channel_scale_ == alone.channel_raw_scale_ == pooled.channel_raw_scale_
+    names = pooled.channels_
+    post, mu, _ = random_effects_shrinkage(
+        [pooled.channel_raw_scale_[c] for c in names], [pooled.channel_scale_se_[c] for c in names]
+    )
+    assert [pooled.channel_scale_[c] for c in names] == pytest.approx(post.tolist())
+    # Every pooled scale lies between its own estimate and the common mean.
+    for c, p in zip(names, post, strict=True):
+        raw = pooled.channel_raw_scale_[c]
+        assert min(raw, mu) - 1e-12 <= p <= max(raw, mu) + 1e-12
+
+
+def test_random_effects_shrinkage_matches_dersimonian_laird() -> None:
+    from experiments.uplift import random_effects_shrinkage
+
+    est = np.array([0.040, 0.031, 0.008, -0.001, 0.055])
+    se = np.array([0.0064, 0.0097, 0.0063, 0.0064, 0.0104])
+    post, mu, tau2 = random_effects_shrinkage(est, se)
+    # Independent computation: statsmodels.stats.meta_analysis.combine_effects(est, se**2, method_re="dl")
+    # gives tau2 = 0.0004512035561895915 and mean_effect_re = 0.025787316010054538.
+    assert tau2 == pytest.approx(0.0004512035561895915, rel=1e-9)
+    assert mu == pytest.approx(0.025787316010054538, rel=1e-9)
+    shrink = se**2 / (se**2 + tau2)
+    np.testing.assert_allclose(post, (1 - shrink) * est + shrink * mu)
+    # Homogeneous estimates (Q below its degrees of freedom): τ² = 0 and every estimate becomes the mean.
+    post, mu, tau2 = random_effects_shrinkage([0.02, 0.021, 0.019], [0.01, 0.01, 0.01])
+    assert tau2 == 0.0 and mu == pytest.approx(0.02) and post == pytest.approx([0.02] * 3)
+    with pytest.raises(ValueError, match="standard errors"):
+        random_effects_shrinkage([0.1, 0.2], [0.01, 0.0])
+
+
+def test_xlearner_weighting_and_external_baseline() -> None:
+    X, y, w, tau = _world(6_000, seed=13)
+    share = w.mean()
+    prop = XLearner(n_estimators=40, random_state=1).fit(X, y, w)
+    arm = XLearner(n_estimators=40, random_state=1, weighting="arm_size").fit(X, y, w)
+    assert prop.g_ == pytest.approx(share) and arm.g_ == pytest.approx(1 - share)
+    Xe = arm._prepare_predict(X)
+    manual = (1 - share) * arm.effect_control_.predict(Xe) + share * arm.effect_treated_.predict(Xe)
+    np.testing.assert_allclose(arm.predict(X), manual)
+    # The true organic probability as μ₀: the treated half learns the effect without a control model.
+    base = 1 / (1 + np.exp(-(X["x1"].to_numpy() - 1.0)))
+    with_base = XLearner(n_estimators=80, random_state=3, weighting="arm_size").fit(X, y, w, baseline=base)
+    pred = with_base.predict(X)
+    assert pred[tau > 0].mean() - pred[tau == 0].mean() > 0.12
+    with pytest.raises(ValueError, match="baseline must be"):
+        XLearner().fit(X, y, w, baseline=base[:10])
+    with pytest.raises(ValueError, match="weighting"):
+        XLearner(weighting="both").fit(X, y, w)
+
+
+def test_baseline_outcome_model_learns_the_organic_rate() -> None:
+    from experiments.uplift import BaselineOutcomeModel
+
+    X, y, w, _ = _world(8_000, seed=14)
+    untreated = w == 0
+    model = BaselineOutcomeModel(n_estimators=80).fit(X[untreated], y[untreated])
+    assert model.feature_names_ == ["x0", "x1", "tier"]
+    base = 1 / (1 + np.exp(-(X["x1"].to_numpy() - 1.0)))
+    p = model.predict(X)
+    assert ((p >= 0) & (p <= 1)).all()
+    assert np.corrcoef(p, base)[0, 1] > 0.9
+    with pytest.raises(RuntimeError, match="not fitted"):
+        BaselineOutcomeModel().predict(X)
