@@ -16,3 +16,9 @@ def test_targeting_benchmark_smoke(small_world, capsys) -> None:
     assert last == json.loads(json.dumps(result, ensure_ascii=False))
     assert set(last["budgets"]) == {"200", "400"}
     assert last["budgets"]["200"]["share_of_oracle"]["oracle"] == 1.0
+    for budget in ("200", "400"):
+        profit = last["budgets"][budget]["incremental_profit"]
+        assert {"uplift", "feature_oracle", "persona_oracle", "oracle"} <= set(profit)
+        # The references know more than any strategy, never more than the oracle itself.
+        assert max(profit.values()) == pytest.approx(profit["oracle"])
+        assert last["share_uplift"][budget] == last["budgets"][budget]["share_of_oracle"]["uplift"]
