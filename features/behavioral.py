@@ -21,7 +21,7 @@ import ibis.expr.types as ir
 
 from features.as_of import EngineCutoff, age_us, before
 from features.engine import us_to_days
-from features.rfm import DAY, Cutoff, population
+from features.rfm import DAY, Cutoff, attach, population
 from features.schema import PURCHASE_STATUSES
 
 EVENT_GROUPS: tuple[str, ...] = (
@@ -66,25 +66,32 @@ def _event_aggregates(events: ir.Table, cutoff: Cutoff) -> ir.Table:
 
 def _treated(touches: ir.Table, cutoff: Cutoff) -> ir.Table:
     cut = before(touches, cutoff)
-    return cut.filter(cut.arm == "treatment")
+    t = cut.filter(cut.arm == "treatment")
+    return t.mutate(age=age_us(t.ts_us, cutoff))
+
+
+def _closed(t: ir.Table) -> ir.BooleanValue:
+    """Treatment touches of the lookback whose response window closed before the cutoff."""
+    return (t.age > RESPONSE_DAYS * DAY) & (t.age <= RESPONSE_LOOKBACK_DAYS * DAY)
 
 
 def _touch_aggregates(touches: ir.Table, cutoff: Cutoff) -> ir.Table:
     t = _treated(touches, cutoff)
-    t = t.mutate(age=age_us(t.ts_us, cutoff))
     return t.group_by("customer_id").aggregate(
-        touches_90d=t.count(where=t.age < 90 * DAY), age_last_touch=t.age.min()
+        touches_90d=t.count(where=t.age < 90 * DAY),
+        age_last_touch=t.age.min(),
+        n_touch=t.count(where=_closed(t)),
     )
 
 
 def _touch_responses(touches: ir.Table, orders: ir.Table, cutoff: Cutoff) -> ir.Table:
-    """Per customer: treatment touches with a closed response window, and those followed by a purchase."""
-    lookback = RESPONSE_LOOKBACK_DAYS * DAY
+    """Per customer: closed treatment touches followed by a purchase within the response window."""
     t = _treated(touches, cutoff)
-    t = t.filter((age_us(t.ts_us, cutoff) > RESPONSE_DAYS * DAY) & (age_us(t.ts_us, cutoff) <= lookback))
-    closed = t.select("customer_id", "ts_us")
+    closed = t.filter(_closed(t)).select("customer_id", "ts_us")
     cut = before(orders, cutoff)
-    recent = cut.filter(cut.status.isin(PURCHASE_STATUSES) & (age_us(cut.ts_us, cutoff) <= lookback))
+    recent = cut.filter(
+        cut.status.isin(PURCHASE_STATUSES) & (age_us(cut.ts_us, cutoff) <= RESPONSE_LOOKBACK_DAYS * DAY)
+    )
     paid = recent.select(o_customer="customer_id", o_ts="ts_us")
     answered = closed.semi_join(
         paid,
@@ -94,20 +101,21 @@ def _touch_responses(touches: ir.Table, orders: ir.Table, cutoff: Cutoff) -> ir.
             paid.o_ts < closed.ts_us + RESPONSE_DAYS * DAY,
         ],
     )
-    n = closed.group_by("customer_id").aggregate(n_touch=closed.count())
-    r = answered.group_by("customer_id").aggregate(n_answered=answered.count())
-    return n.left_join(r, "customer_id").drop("customer_id_right")
+    return answered.group_by("customer_id").aggregate(n_answered=answered.count())
 
 
-def behavioral_features(
-    customers: ir.Table, events: ir.Table, touches: ir.Table, orders: ir.Table, cutoff: Cutoff
-) -> ir.Table:
-    """Behavioural features of every customer first seen before ``cutoff``."""
+def aggregates(events: ir.Table, touches: ir.Table, orders: ir.Table, cutoff: Cutoff) -> tuple[ir.Table, ...]:
+    """The per-customer aggregate tables the behavioural columns are made of."""
     cutoff = EngineCutoff.of(cutoff)
-    pop = population(customers, cutoff).select("customer_id")
-    t = pop.left_join(_event_aggregates(events, cutoff), "customer_id").drop("customer_id_right")
-    t = t.left_join(_touch_aggregates(touches, cutoff), "customer_id").drop("customer_id_right")
-    t = t.left_join(_touch_responses(touches, orders, cutoff), "customer_id").drop("customer_id_right")
+    return (
+        _event_aggregates(events, cutoff),
+        _touch_aggregates(touches, cutoff),
+        _touch_responses(touches, orders, cutoff),
+    )
+
+
+def finish(t: ir.Table) -> dict[str, ir.Value]:
+    """The behavioural columns from the population left-joined with :func:`aggregates`."""
     counts = {
         f"ev_{et}_{w}d": t[f"ev_{et}_{w}d"].fill_null(0).cast("float64")
         for et in EVENT_GROUPS
@@ -115,17 +123,24 @@ def behavioral_features(
     }
     claims = t.n_claim.fill_null(0).cast("float64")
     touched = t.n_touch.fill_null(0).cast("float64")
-    out = t.select(
-        "customer_id",
+    return {
         **counts,
-        days_since_last_event=us_to_days(t.age_last_event),
-        ev_trend_30d=(t.ev_last30.fill_null(0) - t.ev_prev30.fill_null(0)).cast("float64"),
-        coupon_redeem_rate=_ratio(t.n_redeem.fill_null(0).cast("float64"), claims),
-        touches_90d=t.touches_90d.fill_null(0).cast("float64"),
-        days_since_last_touch=us_to_days(t.age_last_touch),
-        touch_response_rate_7d=_ratio(t.n_answered.fill_null(0).cast("float64"), touched),
-    )
-    return out.select("customer_id", *BEHAVIORAL_COLUMNS)
+        "days_since_last_event": us_to_days(t.age_last_event),
+        "ev_trend_30d": (t.ev_last30.fill_null(0) - t.ev_prev30.fill_null(0)).cast("float64"),
+        "coupon_redeem_rate": _ratio(t.n_redeem.fill_null(0).cast("float64"), claims),
+        "touches_90d": t.touches_90d.fill_null(0).cast("float64"),
+        "days_since_last_touch": us_to_days(t.age_last_touch),
+        "touch_response_rate_7d": _ratio(t.n_answered.fill_null(0).cast("float64"), touched),
+    }
+
+
+def behavioral_features(
+    customers: ir.Table, events: ir.Table, touches: ir.Table, orders: ir.Table, cutoff: Cutoff
+) -> ir.Table:
+    """Behavioural features of every customer first seen before ``cutoff``."""
+    cutoff = EngineCutoff.of(cutoff)
+    t = attach(population(customers, cutoff), *aggregates(events, touches, orders, cutoff))
+    return t.select("customer_id", **finish(t))
 
 
 def _ratio(num: ir.FloatingValue, den: ir.FloatingValue) -> ir.FloatingValue:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import ibis
 import ibis.expr.types as ir
 
-from features.rfm import Cutoff, paid_before, population
+from features.rfm import Cutoff, attach, paid_before, population
 from features.schema import ORDER_CHANNELS
 
 CHANNEL_COLUMNS: tuple[str, ...] = (
@@ -27,31 +27,42 @@ CHANNEL_COLUMNS: tuple[str, ...] = (
 )
 
 
-def channel_features(customers: ir.Table, orders: ir.Table, cutoff: Cutoff) -> ir.Table:
-    """Channel features of every customer first seen before ``cutoff``.
+def order_aggregates(paid: ir.Table) -> dict[str, ir.Value]:
+    """Per-customer purchase counts in each contract channel (one aggregation, no per-channel grouping)."""
+    return {
+        "ch_total": paid.count(),
+        **{f"ch_n_{ch}": paid.count(where=paid.channel == ch) for ch in ORDER_CHANNELS},
+    }
 
-    Counts per contract channel come from one per-customer aggregation (no per-channel grouping), so the
-    preferred channel is a comparison across those counts in alphabetical order of the channels.
-    """
-    pop = population(customers, cutoff).select("customer_id")
-    paid = paid_before(orders, cutoff)
-    per = paid.group_by("customer_id").aggregate(
-        n_total=paid.count(), **{f"n_{ch}": paid.count(where=paid.channel == ch) for ch in ORDER_CHANNELS}
-    )
-    t = pop.left_join(per, "customer_id").drop("customer_id_right")
-    counts = {ch: t[f"n_{ch}"].fill_null(0) for ch in ORDER_CHANNELS}
+
+def finish(t: ir.Table) -> dict[str, ir.Value]:
+    """The channel columns from the population left-joined with :func:`order_aggregates`; the preferred
+    channel compares the counts in alphabetical order of the channels, so ties go to the first."""
+    counts = {ch: t[f"ch_n_{ch}"].fill_null(0) for ch in ORDER_CHANNELS}
     most = ibis.greatest(*counts.values())
     preferred = ibis.cases(
-        (t.n_total.isnull(), "none"), *((counts[ch] == most, ch) for ch in sorted(ORDER_CHANNELS))
+        (t.ch_total.isnull(), "none"), *((counts[ch] == most, ch) for ch in sorted(ORDER_CHANNELS))
     )
     shares = {
-        f"share_{ch}": ibis.ifelse(t.n_total > 0, counts[ch].cast("float64") / t.n_total.cast("float64"), 0.0)
+        ch: ibis.ifelse(t.ch_total > 0, counts[ch].cast("float64") / t.ch_total.cast("float64"), 0.0)
         for ch in ORDER_CHANNELS
     }
-    used = sum((counts[ch] > 0).cast("int64") for ch in ORDER_CHANNELS)
-    out = t.select("customer_id", n_channels=used.cast("float64"), preferred_channel=preferred, **shares)
-    out = out.mutate(online_share=1.0 - out.share_offline_store)
-    out = out.mutate(
-        omni=((out.n_channels >= 2) & (out.share_offline_store > 0) & (out.online_share > 0)).cast("int64")
+    n_channels = sum((counts[ch] > 0).cast("int64") for ch in ORDER_CHANNELS).cast("float64")
+    online = 1.0 - shares["offline_store"]
+    omni = (n_channels >= 2) & (shares["offline_store"] > 0) & (online > 0)
+    return {
+        "n_channels": n_channels,
+        **{f"share_{ch}": shares[ch] for ch in ORDER_CHANNELS},
+        "online_share": online,
+        "preferred_channel": preferred,
+        "omni": omni.cast("int64"),
+    }
+
+
+def channel_features(customers: ir.Table, orders: ir.Table, cutoff: Cutoff) -> ir.Table:
+    """Channel features of every customer first seen before ``cutoff``."""
+    paid = paid_before(orders, cutoff)
+    t = attach(
+        population(customers, cutoff), paid.group_by("customer_id").aggregate(**order_aggregates(paid))
     )
-    return out.select("customer_id", *CHANNEL_COLUMNS)
+    return t.select("customer_id", **finish(t))

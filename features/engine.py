@@ -31,6 +31,7 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import os
+from collections import Counter
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +42,7 @@ import ibis.expr.types as ir
 import pandas as pd
 import pyarrow as pa
 import sqlglot
+from sqlglot.optimizer.eliminate_subqueries import eliminate_subqueries
 
 from features.as_of import EngineCutoff, bind_cutoff
 from features.io import table_path
@@ -272,16 +274,10 @@ class Engine:
         return df
 
     def sql(self, expr: ir.Expr) -> str:
-        """The SQL this engine runs for ``expr``.
-
-        On DuckDB every common table expression is marked ``NOT MATERIALIZED``: DuckDB would otherwise
-        buffer a repeated sub-query (the cut purchases, used by several families) in memory, which costs
-        more than reading the parquet columns again with the cutoff filter pushed down.
-        """
+        """The SQL this engine runs for ``expr`` (see :func:`plan_ctes` for DuckDB)."""
         query = self.backend.compiler.to_sqlglot(expr)
         if self.name == "duckdb":
-            for cte in query.find_all(sqlglot.exp.CTE):
-                cte.set("materialized", False)
+            query = plan_ctes(query)
         return query.sql(dialect=self.backend.dialect)
 
     def scalar(self, expr: ir.Scalar) -> Any:
@@ -314,6 +310,27 @@ def _arrow_schema(name: str) -> pa.Schema:
 def empty_frame(name: str) -> pd.DataFrame:
     """A history table without rows (for optional tables that are absent)."""
     return pd.DataFrame({c: pd.Series(dtype=_PANDAS_DTYPES[t]) for c, t in HISTORY_COLUMNS[name].items()})
+
+
+def plan_ctes(query: sqlglot.exp.Expression) -> sqlglot.exp.Expression:
+    """Decide, for DuckDB, which sub-queries are computed once and which are recomputed at each use.
+
+    ibis writes a sub-query used twice (say the per-customer table that the ranks are computed on and
+    joined back to) out twice; sqlglot's ``eliminate_subqueries`` turns every sub-query into a common table
+    expression and merges identical ones. A CTE used more than once is then ``MATERIALIZED`` when it is
+    derived (it aggregates, or reads other CTEs: one row per customer, costly to recompute) and ``NOT
+    MATERIALIZED`` when it only scans and filters a history table: buffering tens of millions of cut
+    purchases costs more than reading the parquet columns again with the cutoff filter pushed down.
+    """
+    query = eliminate_subqueries(query)
+    ctes = {cte.alias: cte for cte in query.find_all(sqlglot.exp.CTE)}
+    uses = Counter(t.name for t in query.find_all(sqlglot.exp.Table) if t.name in ctes)
+    for name, cte in ctes.items():
+        derived = cte.this.find(sqlglot.exp.Group) is not None or any(
+            t.name in ctes for t in cte.this.find_all(sqlglot.exp.Table)
+        )
+        cte.set("materialized", uses[name] > 1 and derived)
+    return query
 
 
 def epoch_us(ts: pd.Series) -> pd.Series:

@@ -54,16 +54,18 @@ def lifecycle_stage(
     )
 
 
+def finish(t: ir.Table, rules: LifecycleRules | None = None) -> dict[str, ir.Value]:
+    """``value_tier`` and ``lifecycle_stage`` from the RFM columns (with ``spend_rank_pct``) of ``t``."""
+    rules = rules or LifecycleRules()
+    rank = t.spend_rank_pct
+    tier = ibis.cases((t.spend_365d <= 0, "none"), (rank <= 0.2, "high"), (rank <= 0.5, "mid"), else_="low")
+    return {"value_tier": tier, "lifecycle_stage": lifecycle_stage(t.n_orders, t.recency_days, rules)}
+
+
 def lifecycle_features(rfm: ir.Table, rules: LifecycleRules | None = None) -> ir.Table:
     """The RFM family's output with ``value_tier`` and ``lifecycle_stage`` added.
 
     Derived on the RFM rows themselves rather than joined back: a second reference to the RFM expression
     would make the engine compute it twice.
     """
-    rules = rules or LifecycleRules()
-    rank = rfm.spend_rank_pct
-    tier = ibis.cases((rfm.spend_365d <= 0, "none"), (rank <= 0.2, "high"), (rank <= 0.5, "mid"), else_="low")
-    return rfm.mutate(
-        value_tier=tier,
-        lifecycle_stage=lifecycle_stage(rfm.n_orders, rfm.recency_days, rules),
-    )
+    return rfm.mutate(**finish(rfm, rules))

@@ -81,7 +81,8 @@ def paid_before(orders: ir.Table, cutoff: Cutoff) -> ir.Table:
     )
 
 
-def _order_aggregates(paid: ir.Table) -> ir.Table:
+def order_aggregates(paid: ir.Table) -> dict[str, ir.Value]:
+    """Per-customer aggregates of the cut purchases (:func:`paid_before`) the RFM columns are made of."""
     aggs: dict[str, ir.Value] = {
         "n": paid.count(),
         "net_sum": paid.net.sum(),
@@ -92,10 +93,11 @@ def _order_aggregates(paid: ir.Table) -> ir.Table:
         aggs[f"orders_{w}d"] = paid.count(where=paid.age_us < w * DAY)
     for w in SPEND_WINDOWS:
         aggs[f"spend_{w}d"] = paid.net.sum(where=paid.age_us < w * DAY)
-    return paid.group_by("customer_id").aggregate(**aggs)
+    return aggs
 
 
-def _btyd_aggregates(paid: ir.Table, cutoff: Cutoff) -> ir.Table:
+def day_aggregates(paid: ir.Table, cutoff: Cutoff) -> ir.Table:
+    """Per customer, over the business days with a purchase: how many, first and last, and spend."""
     days = paid.group_by(["customer_id", "bday"]).aggregate(day_net=paid.net.sum())
     b = days.group_by("customer_id").aggregate(
         n_days=days.count(),
@@ -107,51 +109,66 @@ def _btyd_aggregates(paid: ir.Table, cutoff: Cutoff) -> ir.Table:
     return b.mutate(btyd_T=EngineCutoff.of(cutoff).day - b.day_first)
 
 
+def finish(t: ir.Table, cutoff: Cutoff) -> dict[str, ir.Value]:
+    """The RFM columns that need no ranking, from the population (``first_seen_us``) left-joined with
+    :func:`order_aggregates` and :func:`day_aggregates` (missing for customers without purchases)."""
+    n = t.n.fill_null(0).cast("float64")
+    x = (t.n_days - 1).fill_null(0).cast("float64")
+    tenure = us_to_days(age_us(t.first_seen_us, cutoff))
+    t_x = (t.day_last - t.day_first).fill_null(0).cast("float64")
+    big_t = t.btyd_T.fill_null(0).cast("float64")
+    return {
+        "tenure_days": tenure,
+        "n_orders": n,
+        "total_net": money(t.net_sum.fill_null(0)),
+        "aov": money(t.net_sum) / t.n,
+        "recency_days": us_to_days(t.age_min),
+        "first_purchase_days": us_to_days(t.age_max),
+        **{f"orders_{w}d": t[f"orders_{w}d"].fill_null(0).cast("float64") for w in ORDER_WINDOWS},
+        **{f"spend_{w}d": money(t[f"spend_{w}d"].fill_null(0)) for w in SPEND_WINDOWS},
+        "btyd_x": x,
+        "btyd_t_x_days": t_x,
+        "btyd_T_days": big_t,
+        "btyd_monetary": ibis.ifelse(x > 0, money(t.day_net_sum - t.first_day_net) / x, 0.0),
+        "purchases_per_year": n / ibis.greatest(tenure, 1.0) * 365.0,
+        "gap_mean_days": ibis.ifelse(x > 0, t_x / x, ibis.null("float64")),
+        "btyd_t_x_weeks": t_x / 7.0,
+        "btyd_T_weeks": big_t / 7.0,
+    }
+
+
+def ranks(t: ir.Table) -> dict[str, ir.Value]:
+    """The ranked RFM columns (scores, 2080 flag, ``spend_rank_pct``) over the finished columns of ``t``."""
+    bought = t.n_orders > 0
+    pct = spend_rank(t)
+    return {
+        "rfm_r_score": quintile_score(t, t.recency_days, bought, higher_is_better=False),
+        "rfm_f_score": quintile_score(t, t.n_orders, bought),
+        "rfm_m_score": quintile_score(t, t.total_net, bought),
+        "top20_value": ((pct <= 0.2) & (t.spend_365d > 0)).cast("int64"),
+        "spend_rank_pct": pct,
+    }
+
+
 def rfm_features(customers: ir.Table, orders: ir.Table, cutoff: Cutoff) -> ir.Table:
     """RFM and BTYD-summary features (:data:`RFM_COLUMNS` and ``spend_rank_pct``) of every customer first
     seen before ``cutoff``."""
     cutoff = EngineCutoff.of(cutoff)
-    pop = population(customers, cutoff)
     paid = paid_before(orders, cutoff)
-    o = _order_aggregates(paid)
-    b = _btyd_aggregates(paid, cutoff)
-    t = pop.select("customer_id", tenure_days=us_to_days(age_us(pop.first_seen_us, cutoff)))
-    t = t.left_join(o, "customer_id").drop("customer_id_right")
-    t = t.left_join(b, "customer_id").drop("customer_id_right")
+    t = attach(
+        population(customers, cutoff),
+        paid.group_by("customer_id").aggregate(**order_aggregates(paid)),
+        day_aggregates(paid, cutoff),
+    )
+    out = t.select("customer_id", **finish(t, cutoff))
+    return out.mutate(**ranks(out)).select("customer_id", *RFM_COLUMNS, "spend_rank_pct")
 
-    n = t.n.fill_null(0)
-    x = (t.n_days - 1).fill_null(0)
-    repeat_net = money(t.day_net_sum - t.first_day_net)
-    out = t.select(
-        "customer_id",
-        "tenure_days",
-        n_orders=n.cast("float64"),
-        total_net=money(t.net_sum.fill_null(0)),
-        aov=money(t.net_sum) / t.n,
-        recency_days=us_to_days(t.age_min),
-        first_purchase_days=us_to_days(t.age_max),
-        **{f"orders_{w}d": t[f"orders_{w}d"].fill_null(0).cast("float64") for w in ORDER_WINDOWS},
-        **{f"spend_{w}d": money(t[f"spend_{w}d"].fill_null(0)) for w in SPEND_WINDOWS},
-        btyd_x=x.cast("float64"),
-        btyd_t_x_days=(t.day_last - t.day_first).fill_null(0).cast("float64"),
-        btyd_T_days=t.btyd_T.fill_null(0).cast("float64"),
-        btyd_monetary=ibis.ifelse(x > 0, repeat_net / x.cast("float64"), 0.0),
-    )
-    out = out.mutate(
-        purchases_per_year=out.n_orders / ibis.greatest(out.tenure_days, 1.0) * 365.0,
-        gap_mean_days=ibis.ifelse(out.btyd_x > 0, out.btyd_t_x_days / out.btyd_x, ibis.null("float64")),
-        btyd_t_x_weeks=out.btyd_t_x_days / 7.0,
-        btyd_T_weeks=out.btyd_T_days / 7.0,
-    )
-    bought = out.n_orders > 0
-    out = out.mutate(
-        rfm_r_score=quintile_score(out, out.recency_days, bought, higher_is_better=False),
-        rfm_f_score=quintile_score(out, out.n_orders, bought),
-        rfm_m_score=quintile_score(out, out.total_net, bought),
-        spend_rank_pct=spend_rank(out),
-    )
-    out = out.mutate(top20_value=((out.spend_rank_pct <= 0.2) & (out.spend_365d > 0)).cast("int64"))
-    return out.select("customer_id", *RFM_COLUMNS, "spend_rank_pct")
+
+def attach(base: ir.Table, *tables: ir.Table) -> ir.Table:
+    """``base`` left-joined on ``customer_id`` with each of ``tables`` (per-customer aggregates)."""
+    for other in tables:
+        base = base.left_join(other, "customer_id").drop("customer_id_right")
+    return base
 
 
 def quintile_score(

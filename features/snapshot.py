@@ -22,13 +22,13 @@ from pathlib import Path
 import ibis.expr.types as ir
 import pandas as pd
 
+from features import behavioral, channel, lifecycle, rfm
 from features.as_of import EngineCutoff, cutoff_ts, is_before
-from features.behavioral import EVENT_GROUPS, EVENT_WINDOWS, behavioral_features
-from features.channel import channel_features
+from features.behavioral import EVENT_GROUPS, EVENT_WINDOWS
 from features.engine import Engine, EngineConfig, Histories, Source, open_engine
 from features.io import atomic_write_parquet, read_table, snapshot_dir
-from features.lifecycle import LIFECYCLE_NAMES, LifecycleRules, lifecycle_features
-from features.rfm import Cutoff, population, rfm_features
+from features.lifecycle import LIFECYCLE_NAMES, LifecycleRules
+from features.rfm import Cutoff, attach, paid_before, population
 from features.schema import BUSINESS_TZ, ORDER_CHANNELS
 
 __all__ = [
@@ -98,33 +98,50 @@ def _days_to_next_sale(c: pd.Timestamp) -> int:
     return min((e - day).days for e in events if e >= day)
 
 
-def attribute_features(customers: ir.Table, cutoff: Cutoff) -> ir.Table:
+_RANK_INPUTS = ("n_orders", "recency_days", "total_net", "spend_365d")
+
+
+def attributes(t: ir.Table, cutoff: Cutoff) -> dict[str, ir.Value]:
     """Customer attributes known at the cutoff (the calendar columns are added by :func:`finish_snapshot`)."""
-    cutoff = EngineCutoff.of(cutoff)
-    pop = population(customers, cutoff)
-    return pop.select(
-        "customer_id",
-        "acquisition_channel",
-        "member_level",
-        "city_tier",
-        wecom_added=is_before(pop.wecom_added_us, cutoff).fill_null(False).cast("int64"),
-    )
+    return {
+        "acquisition_channel": t.acquisition_channel,
+        "member_level": t.member_level,
+        "city_tier": t.city_tier,
+        "wecom_added": is_before(t.wecom_added_us, cutoff).fill_null(False).cast("int64"),
+    }
 
 
 def snapshot_expr(
     h: Histories, cutoff: Cutoff | dt.date | str, rules: LifecycleRules | None = None
 ) -> ir.Table:
-    """The snapshot at ``cutoff`` as one engine expression (all families joined, sorted by customer),
-    without the ``cutoff`` key and the calendar columns."""
+    """The snapshot at ``cutoff`` as one engine expression, sorted by customer, without the ``cutoff`` key
+    and the calendar columns.
+
+    The families' aggregates are fused: RFM and channel share one aggregation of the cut purchases, and
+    every aggregate table is joined once to the population before the families' finishing expressions
+    (and then the ranked columns) are evaluated; the standalone ``*_features`` functions build the same
+    columns from the same definitions.
+    """
     c = EngineCutoff.of(cutoff_ts(cutoff) if isinstance(cutoff, dt.date | str) else cutoff)
-    t = attribute_features(h.customers, c)
-    for family in (
-        lifecycle_features(rfm_features(h.customers, h.orders, c), rules),
-        channel_features(h.customers, h.orders, c),
-        behavioral_features(h.customers, h.events, h.touches, h.orders, c),
-    ):
-        t = t.join(family, "customer_id")
-    return t.select(*ENGINE_COLUMNS).order_by("customer_id")
+    paid = paid_before(h.orders, c)
+    purchases = paid.group_by("customer_id").aggregate(
+        **rfm.order_aggregates(paid), **channel.order_aggregates(paid)
+    )
+    t = attach(
+        population(h.customers, c),
+        purchases,
+        rfm.day_aggregates(paid, c),
+        *behavioral.aggregates(h.events, h.touches, h.orders, c),
+    )
+    t = t.select(
+        "customer_id", **attributes(t, c), **rfm.finish(t, c), **channel.finish(t), **behavioral.finish(t)
+    )
+    # Ranks need window functions, which copy every column they carry: rank a narrow projection and join
+    # the ranks back (the engine computes the wide table once, see Engine.sql).
+    keys = t.select("customer_id", *_RANK_INPUTS)
+    ranked = keys.mutate(**rfm.ranks(keys))
+    ranked = ranked.mutate(**lifecycle.finish(ranked, rules)).drop(*_RANK_INPUTS)
+    return t.join(ranked, "customer_id").select(*ENGINE_COLUMNS).order_by("customer_id")
 
 
 def finish_snapshot(df: pd.DataFrame, cutoff: dt.date | str) -> pd.DataFrame:
