@@ -266,7 +266,11 @@ class Engine:
         return self._run(bind_cutoff(template, cutoff))
 
     def _run(self, sql: str) -> pd.DataFrame:
-        df = self.backend.con.execute(sql).df() if self.name == "duckdb" else self._spark.sql(sql).toPandas()
+        if self.name == "duckdb":
+            # Through Arrow: about half the cost of DuckDB's own pandas conversion on wide results.
+            df = self.backend.con.sql(sql).to_arrow_table().to_pandas()
+        else:
+            df = self._spark.sql(sql).toPandas()
         for col in df.columns:
             # Spark returns timestamps naive in its session timezone, which siyu pins to UTC.
             if pd.api.types.is_datetime64_dtype(df[col]) and getattr(df[col].dt, "tz", None) is None:

@@ -151,7 +151,8 @@ def finish_snapshot(df: pd.DataFrame, cutoff: dt.date | str) -> pd.DataFrame:
     df.insert(1, "cutoff", c)
     df["cutoff_month"] = int(c.tz_convert(BUSINESS_TZ).month)
     df["days_to_next_sale"] = _days_to_next_sale(c)
-    return df.astype(SNAPSHOT_DTYPES)[list(SNAPSHOT_DTYPES)]
+    casts = {c: t for c, t in SNAPSHOT_DTYPES.items() if df[c].dtype != pd.Series(dtype=t).dtype}
+    return df.astype(casts)[list(SNAPSHOT_DTYPES)]
 
 
 def compute_snapshot(
