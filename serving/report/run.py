@@ -117,7 +117,7 @@ def _score_schema() -> pa.DataFrameSchema:
             "customer_id": pa.Column(str, pa.Check.str_length(min_value=1)),
             "cutoff": pa.Column(nullable=False),
             "^p_": pa.Column(float, pa.Check.in_range(0.0, 1.0), regex=True, nullable=True, required=False),
-            "^clv": pa.Column(float, pa.Check.ge(0.0), regex=True, nullable=True, required=False),
+            "^clv_12m": pa.Column(float, pa.Check.ge(0.0), regex=True, nullable=True, required=False),
         },
         unique=["customer_id", "cutoff"],
         name="scores",

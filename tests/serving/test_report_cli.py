@@ -219,3 +219,18 @@ def test_missing_scores_and_readouts_are_skipped_with_notes(world: Path, tmp_pat
     assert any("--scores" in n for n in figs["notes"]) and any("--readouts" in n for n in figs["notes"])
     html = (tmp_path / "o" / "report.html").read_text(encoding="utf-8")
     assert "no scores file given" in html
+
+
+def test_scores_with_batch_stamp_columns_are_accepted(tmp_path: Path) -> None:
+    # `siyu score` stamps every row with model versions (strings); only score columns are range-checked.
+    from serving.batch import STAMP_COLUMNS
+    from serving.report.run import ReportInputError, load_scores
+
+    scores = pd.DataFrame({"customer_id": ["a", "b"], "cutoff": ["2024-12-01"] * 2,
+                           "p_churn": [0.2, 0.9], "clv_12m": [10.0, 0.0],
+                           **{c: ["3", "3"] for c in STAMP_COLUMNS}})
+    scores.to_parquet(tmp_path / "ok.parquet")
+    assert len(load_scores(tmp_path / "ok.parquet")) == 2
+    scores.assign(clv_12m=[-1.0, 0.0]).to_parquet(tmp_path / "bad.parquet")
+    with pytest.raises(ReportInputError, match="clv_12m"):
+        load_scores(tmp_path / "bad.parquet")
