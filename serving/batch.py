@@ -19,10 +19,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import sys
+import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -30,7 +32,8 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from serving.scoring import ChampionModels, Scorer, ScoringConfig, load_champions
+from serving.scoring import Scorer, ScoringConfig, load_champions
+from training.registry import Champions
 
 Engine = Literal["duckdb", "spark"]
 Explain = Literal["actioned", "all", "none"]
@@ -72,6 +75,7 @@ class BatchResult:
     versions: dict[str, str]
     actions: dict[str, int]
     snapshot_reused: bool
+    seconds: dict[str, float] = field(default_factory=dict)
 
 
 # ---------------------------------------------------------------------------------------- inputs
@@ -259,7 +263,7 @@ def explain_rows(
 
 def run_batch(
     cfg: BatchConfig,
-    models: ChampionModels | None = None,
+    models: Champions | None = None,
     progress: bool = True,
     echo: Callable[[str], None] = print,
     spark: Any = None,
@@ -268,13 +272,13 @@ def run_batch(
     from features.io import atomic_write_parquet
     from serving.tiering import load_policy
 
-    steps = tqdm(total=6, desc=f"siyu score {cfg.cutoff}", unit="step", disable=not progress)
-    snapshot, reused = snapshot_at(cfg.data_dir, cfg.cutoff, cfg.engine)
-    snapshot = snapshot.sort_values("customer_id", kind="stable").reset_index(drop=True)
-    steps.update(1)
-    models = models or load_champions(cfg.alias)
-    scorer = Scorer.fit(models, snapshot, cfg.cutoff, ScoringConfig())
-    steps.update(1)
+    timer = _StepTimer(tqdm(total=6, desc=f"siyu score {cfg.cutoff}", unit="step", disable=not progress))
+    with timer("snapshot"):
+        snapshot, reused = snapshot_at(cfg.data_dir, cfg.cutoff, cfg.engine)
+        snapshot = snapshot.sort_values("customer_id", kind="stable").reset_index(drop=True)
+    with timer("models"):
+        models = models or load_champions(cfg.alias)
+        scorer = Scorer.fit(models, snapshot, cfg.cutoff, ScoringConfig())
     if cfg.engine == "spark" and spark is None:
         from features.engine import EngineConfig, local_spark_session
 
@@ -282,29 +286,46 @@ def run_batch(
             EngineConfig(name="spark", spark_conf={"spark.pyspark.python": sys.executable})
         )
     use_spark = spark if cfg.engine == "spark" else None
-    scores = (
-        score_spark(scorer, snapshot, use_spark)
-        if use_spark is not None
-        else score_chunks(scorer, snapshot, cfg.chunk_rows, progress=progress)
-    )
-    steps.update(1)
-    policy = load_policy(cfg.policy_path)
-    plan = decide(scores, snapshot, touches_before(cfg.data_dir, cfg.cutoff), policy, cfg.cutoff)
-    table = assemble(scores, plan, scorer.columns())
-    steps.update(1)
-    table = explain_rows(scorer, snapshot, table, cfg.explain, use_spark)
-    steps.update(1)
-    path = atomic_write_parquet(table, cfg.out)
-    steps.update(1)
-    steps.close()
+    with timer("scores"):
+        scores = (
+            score_spark(scorer, snapshot, use_spark)
+            if use_spark is not None
+            else score_chunks(scorer, snapshot, cfg.chunk_rows, progress=progress)
+        )
+    with timer("tiers"):
+        policy = load_policy(cfg.policy_path)
+        plan = decide(scores, snapshot, touches_before(cfg.data_dir, cfg.cutoff), policy, cfg.cutoff)
+        table = assemble(scores, plan, scorer.columns())
+    with timer("reasons"):
+        table = explain_rows(scorer, snapshot, table, cfg.explain, use_spark)
+    with timer("write"):
+        path = atomic_write_parquet(table, cfg.out)
+    timer.bar.close()
     actions = {str(k): int(v) for k, v in table["action"].value_counts().sort_index().items()}
     echo(
         f"scored {len(table):,} customers at {cfg.cutoff} with {_versions_text(models)} "
         f"({'reused' if reused else 'built'} snapshot) → {path}"
     )
     echo("actions: " + ", ".join(f"{k} {v:,}" for k, v in actions.items()))
-    return BatchResult(path, len(table), models.versions(), actions, reused)
+    echo("seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in timer.seconds.items()))
+    return BatchResult(path, len(table), models.versions(), actions, reused, dict(timer.seconds))
 
 
-def _versions_text(models: ChampionModels) -> str:
-    return ", ".join(f"{r.name} v{r.version}" for r in models.refs().values())
+class _StepTimer:
+    """Times the job's steps and advances the progress bar after each."""
+
+    def __init__(self, bar: Any):
+        self.bar = bar
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        self.bar.set_postfix_str(name)
+        start = time.perf_counter()
+        yield
+        self.seconds[name] = time.perf_counter() - start
+        self.bar.update(1)
+
+
+def _versions_text(models: Champions) -> str:
+    return ", ".join(f"{r.name} v{r.version}" for r in models.stamps().values())

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import typer
@@ -87,6 +88,7 @@ def serve_cmd(
     policy: Path | None = typer.Option(
         None, "--policy", help="Outreach policy YAML for /tier.", exists=True, dir_okay=False
     ),
+    workers: int = typer.Option(1, "--workers", min=1, max=64, help="Worker processes (one per core)."),
     no_auth: bool = typer.Option(
         False,
         "--no-auth",
@@ -120,6 +122,17 @@ def serve_cmd(
         env[POLICY_ENV] = str(policy.resolve())
     if no_auth:
         env[DISABLE_ENV] = "1"
+    if workers > 1:
+        if os.environ.get("BENTOML_CONFIG"):
+            typer.echo(
+                "error: BENTOML_CONFIG is set; put `services: {siyu: {workers: N}}` in it instead of "
+                "--workers",
+                err=True,
+            )
+            raise typer.Exit(code=1)
+        config = Path(tempfile.gettempdir()) / f"siyu-serve-{port}.yaml"
+        config.write_text(f"services:\n  siyu:\n    workers: {workers}\n")
+        env["BENTOML_CONFIG"] = str(config)
     args = [
         sys.executable,
         "-m",

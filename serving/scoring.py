@@ -1,8 +1,8 @@
 """One function from feature-snapshot rows to scores, shared by the nightly batch job and the HTTP service.
 
-* :func:`load_champions` loads the registered ``siyu-churn``, ``siyu-repurchase-7d`` and ``siyu-clv``
-  versions behind an alias (``champion`` by default) through :mod:`training.tracking`, which verifies
-  every artifact checksum, together with the BTYD feature settings each classifier was trained with.
+* :func:`training.registry.load_champions` (re-exported here) loads the registered ``siyu-churn``,
+  ``siyu-repurchase-7d`` and ``siyu-clv`` versions behind an alias (``champion`` by default), artifact
+  checksums verified, with the BTYD feature settings each classifier was trained with.
 * :class:`Scorer` binds those models to one cutoff. The classifiers were trained on snapshot columns
   plus ``btyd_*`` features from a BG/NBD fitted on each training cutoff's snapshot
   (:func:`training.btyd_baseline.add_btyd_features`); the scorer refits exactly that on the scoring
@@ -14,6 +14,9 @@
   bit-identical values to scoring the whole snapshot (batch), whatever the batching or partitioning.
 * A scorer serialises to plain JSON (LightGBM model text, calibrator and BTYD parameters) so that Spark
   executors can rebuild it without pickled models.
+* Where the registry's ``ClassifierChampion.prepare`` refits the BTYD features on every call, the scorer
+  fits them once per cutoff (the same :mod:`training.btyd_baseline` functions) so that any subset of the
+  snapshot — an HTTP request — is scored with the fit of the whole snapshot.
 
 The CLV interval is a delta-method interval on the log scale from the parameter covariance of both
 BTYD fits (the same uncertainty :func:`training.clv.clv_interval` simulates, with 5 CLV evaluations
@@ -35,12 +38,21 @@ from features.labels import CHURN_ACTIVE_DAYS
 from training import btyd_baseline as bb
 from training import clv
 from training.classifiers import LGBMCalibratedClassifier
-from training.config import REGISTERED_NAMES, BTYDFeatures, ModelKind
+from training.config import BTYDFeatures, ModelKind
 from training.explain import reason_codes
+from training.registry import (
+    CLASSIFIER_KINDS,
+    Champions,
+    ClassifierChampion,
+    CLVChampion,
+    ModelStamp,
+    load_champions,
+)
 
 #: Snapshot columns the scorer reads besides the classifiers' features.
 STATE_COLUMNS: tuple[str, ...] = ("customer_id", "lifecycle_stage", "value_tier", "recency_days")
-CLASSIFIERS: tuple[ModelKind, ...] = (ModelKind.churn, ModelKind.repurchase_7d)
+CLASSIFIERS: tuple[ModelKind, ...] = CLASSIFIER_KINDS
+__all__ = ["EncodedRows", "Scorer", "ScoringConfig", "load_champions", "score_columns"]
 _LOG_STEP = 1e-5  # forward-difference step in log-parameter space for the CLV interval
 
 
@@ -94,127 +106,40 @@ def score_columns(config: ScoringConfig | None = None) -> list[str]:
 # ------------------------------------------------------------------------------------------ models
 
 
-@dataclass(frozen=True)
-class ModelRef:
-    """Which registered model version a score came from, and the checksum of its artifacts."""
-
-    name: str
-    version: str
-    checksum: str
-    run_id: str | None = None
+def classifier(models: Champions, kind: ModelKind) -> ClassifierChampion:
+    """The churn or repurchase_7d champion."""
+    return models.churn if kind is ModelKind.churn else models.repurchase_7d
 
 
-@dataclass
-class Classifier:
-    """A registered LightGBM classifier and the BTYD feature settings it was trained with."""
-
-    ref: ModelRef
-    estimator: LGBMCalibratedClassifier
-    btyd: BTYDFeatures
-
-    def btyd_columns(self) -> list[str]:
-        """The ``btyd_*`` features this classifier expects that the snapshot does not hold."""
-        if not self.btyd.enabled:
-            return []
-        made = {"btyd_p_alive", "btyd_clv", *(f"btyd_exp_purchases_{h}d" for h in self.btyd.horizons_days)}
-        return [c for c in self.estimator.feature_names_in_ if c in made]
-
-    def to_payload(self) -> dict[str, Any]:
-        """Plain JSON: version stamp, LightGBM model text, calibrator/encoding metadata, BTYD settings."""
-        return {
-            "ref": asdict(self.ref),
-            "model_text": self.estimator.model_text(),
-            "meta": self.estimator.meta_dict(),
-            "btyd": self.btyd.model_dump(mode="json"),
-        }
-
-    @classmethod
-    def from_payload(cls, d: dict[str, Any]) -> Classifier:
-        """Rebuild from :meth:`to_payload`."""
-        est = LGBMCalibratedClassifier.from_text(d["model_text"], d["meta"])
-        return cls(ModelRef(**d["ref"]), est, BTYDFeatures.model_validate(d["btyd"]))
-
-
-@dataclass
-class CLVModel:
-    """The registered BG/NBD + Gamma-Gamma bundle."""
-
-    ref: ModelRef
-    bundle: bb.BTYDBundle
-
-    def to_payload(self) -> dict[str, Any]:
-        """Plain JSON: version stamp and both models' parameters."""
-        return {"ref": asdict(self.ref), "bundle": self.bundle.to_dict()}
-
-    @classmethod
-    def from_payload(cls, d: dict[str, Any]) -> CLVModel:
-        """Rebuild from :meth:`to_payload`."""
-        return cls(ModelRef(**d["ref"]), bb.BTYDBundle.from_dict(d["bundle"]))
-
-
-@dataclass
-class ChampionModels:
-    """The three models one scoring run uses."""
-
-    churn: Classifier
-    repurchase_7d: Classifier
-    clv: CLVModel
-
-    def classifier(self, kind: ModelKind) -> Classifier:
-        """The churn or repurchase_7d classifier."""
-        return self.churn if kind is ModelKind.churn else self.repurchase_7d
-
-    def versions(self) -> dict[str, str]:
-        """``{"churn": "3", "repurchase_7d": "2", "clv": "1"}``."""
-        return {
-            "churn": self.churn.ref.version,
-            "repurchase_7d": self.repurchase_7d.ref.version,
-            "clv": self.clv.ref.version,
-        }
-
-    def refs(self) -> dict[str, ModelRef]:
-        """Every model's reference (name, version, checksum, run)."""
-        return {"churn": self.churn.ref, "repurchase_7d": self.repurchase_7d.ref, "clv": self.clv.ref}
-
-    def to_payload(self) -> dict[str, Any]:
-        """Plain JSON of all three models."""
-        return {
-            "churn": self.churn.to_payload(),
-            "repurchase_7d": self.repurchase_7d.to_payload(),
-            "clv": self.clv.to_payload(),
-        }
-
-    @classmethod
-    def from_payload(cls, d: dict[str, Any]) -> ChampionModels:
-        """Rebuild from :meth:`to_payload`."""
-        return cls(
-            Classifier.from_payload(d["churn"]),
-            Classifier.from_payload(d["repurchase_7d"]),
-            CLVModel.from_payload(d["clv"]),
-        )
-
-
-def load_champions(alias: str = "champion", uri: str | None = None) -> ChampionModels:
-    """Load the three registered models behind ``alias`` (checksums verified by training.tracking)."""
-    from training import tracking
-
-    loaded: dict[ModelKind, Any] = {}
-    for kind in (*CLASSIFIERS, ModelKind.clv):
-        m = tracking.load_model(f"models:/{REGISTERED_NAMES[kind]}@{alias}", uri=uri)
-        loaded[kind] = (ModelRef(m.name, m.version, m.checksum, m.run_id), m.unwrap(), m.run_id)
-    classifiers = {}
+def champions_to_payload(models: Champions) -> dict[str, Any]:
+    """The three models as plain JSON: stamps, LightGBM model text with its calibrator and category
+    encoding, BTYD feature settings, and the CLV bundle's parameters (no pickle)."""
+    out: dict[str, Any] = {}
     for kind in CLASSIFIERS:
-        ref, est, run_id = loaded[kind]
-        if not isinstance(est, LGBMCalibratedClassifier):
-            raise TypeError(f"{ref.name} v{ref.version} is not a LightGBM classifier ({type(est).__name__})")
-        config = tracking.load_run_dict(run_id, "config.json", uri=uri) if run_id else {}
-        classifiers[kind] = Classifier(ref, est, BTYDFeatures.model_validate(config.get("btyd", {})))
-    ref, bundle, _ = loaded[ModelKind.clv]
-    if not isinstance(bundle, bb.BTYDBundle):
-        raise TypeError(f"{ref.name} v{ref.version} is not a BTYD bundle ({type(bundle).__name__})")
-    return ChampionModels(
-        classifiers[ModelKind.churn], classifiers[ModelKind.repurchase_7d], CLVModel(ref, bundle)
-    )
+        c = classifier(models, kind)
+        out[kind.value] = {
+            "stamp": asdict(c.stamp),
+            "model_text": c.estimator.model_text(),
+            "meta": c.estimator.meta_dict(),
+            "btyd": c.btyd.model_dump(mode="json"),
+        }
+    out["clv"] = {"stamp": asdict(models.clv.stamp), "bundle": models.clv.bundle.to_dict()}
+    return out
+
+
+def champions_from_payload(d: dict[str, Any]) -> Champions:
+    """Rebuild :class:`training.registry.Champions` from :func:`champions_to_payload`."""
+    classifiers = {
+        kind: ClassifierChampion(
+            kind,
+            ModelStamp(**d[kind.value]["stamp"]),
+            LGBMCalibratedClassifier.from_text(d[kind.value]["model_text"], d[kind.value]["meta"]),
+            BTYDFeatures.model_validate(d[kind.value]["btyd"]),
+        )
+        for kind in CLASSIFIERS
+    }
+    clv_champ = CLVChampion(ModelStamp(**d["clv"]["stamp"]), bb.BTYDBundle.from_dict(d["clv"]["bundle"]))
+    return Champions(classifiers[ModelKind.churn], classifiers[ModelKind.repurchase_7d], clv_champ)
 
 
 # ------------------------------------------------------------------------------------ BTYD helpers
@@ -267,35 +192,46 @@ class _CLVMath:
         self.math = bg._math()
         self.p = bg.param_vector_
         eye = np.eye(len(self.p))
-        self.p_steps = [self.p * np.exp(_LOG_STEP * eye[i]) for i in range(len(self.p))]
+        # Row 0: the fitted parameters; row i: parameter i nudged by _LOG_STEP on the log scale.
+        self.param_sets = np.vstack(
+            [self.p, *(self.p * np.exp(_LOG_STEP * eye[i]) for i in range(len(self.p)))]
+        )
         self.gg_steps = [_with_log_param(gg, k, _LOG_STEP) for k in gg.param_names]
         # Month ends in days (snapshot BTYD summaries are in days), as a column to broadcast over pairs.
         self.steps = (clv.periods_per_month(1.0) * np.arange(months + 1, dtype=float))[:, None]
         self.discount = (1.0 + bundle.monthly_discount_rate) ** -np.arange(1, months + 1, dtype=float)
         self.z = float(norm.ppf(0.5 + level / 2))
+        #: CLV of a customer with no purchase yet: population rate (E[X(t)]) × population mean spend.
+        self.prior_clv = self._prior_clv()
 
-    def purchases(self, p: np.ndarray, x: np.ndarray, t_x: np.ndarray, T: np.ndarray) -> np.ndarray:
-        """Discounted expected purchases over ``months`` per row (parameters ``p``)."""
+    def purchases(self, params: np.ndarray, x: np.ndarray, t_x: np.ndarray, T: np.ndarray) -> np.ndarray:
+        """Discounted expected purchases over ``months``, per parameter set (rows of ``params``) and row.
+
+        All parameter sets are evaluated in one broadcast call: ``path`` over (set, month, (x, T) pair),
+        ``scale`` over (set, row); every operation is element-wise.
+        """
         key, inv = np.unique(x + 1j * T, return_inverse=True)
-        xu, Tu = key.real[None, :], key.imag[None, :]
-        path = self.math.path(p, self.steps, xu, Tu)  # (months + 1, pairs), element-wise
-        total = np.zeros(path.shape[1])
+        P = params.T  # (n_params, n_sets) so that the closed forms unpack one array per parameter
+        path = self.math.path(
+            P[:, :, None, None], self.steps[None], key.real[None, None], key.imag[None, None]
+        )
+        total = np.zeros((params.shape[0], key.size))
         for k in range(1, self.months + 1):
-            total = total + (path[k] - path[k - 1]) * self.discount[k - 1]
-        return total[inv.ravel()] * self.math.scale(p, x, t_x, T)
+            total = total + (path[:, k] - path[:, k - 1]) * self.discount[k - 1]
+        return total[:, inv.ravel()] * self.math.scale(P[:, :, None], x[None], t_x[None], T[None])
 
-    def prior_clv(self) -> float:
-        """CLV of a customer with no purchase yet: population rate (E[X(t)]) × population mean spend."""
+    def _prior_clv(self) -> float:
         reach = self.bg.expected_purchases_population(self.steps[:, 0])
         return float(np.sum(np.diff(reach) * self.discount) * self.gg.population_mean_spend())
 
     def clv(self, x: np.ndarray, t_x: np.ndarray, T: np.ndarray, m: np.ndarray) -> tuple[np.ndarray, ...]:
         """CLV with the low/high ends of its interval."""
         spend = self.gg.expected_spend(x, m)
-        base = self.purchases(self.p, x, t_x, T)
+        purchases = self.purchases(self.param_sets, x, t_x, T)
+        base = purchases[0]
         value = spend * base
         with np.errstate(divide="ignore", invalid="ignore"):
-            g_bg = [(np.log(self.purchases(p, x, t_x, T)) - np.log(base)) / _LOG_STEP for p in self.p_steps]
+            g_bg = [(np.log(nudged) - np.log(base)) / _LOG_STEP for nudged in purchases[1:]]
             g_gg = [(np.log(g.expected_spend(x, m)) - np.log(spend)) / _LOG_STEP for g in self.gg_steps]
         var = _quadratic_form(g_bg, self.bg.log_covariance_) + _quadratic_form(g_gg, self.gg.log_covariance_)
         half = self.z * np.sqrt(np.clip(var, 0.0, None))
@@ -355,7 +291,7 @@ class Scorer:
 
     def __init__(
         self,
-        models: ChampionModels,
+        models: Champions,
         feature_fits: dict[str, bb.BTYDFit | None],
         cutoff: dt.date,
         config: ScoringConfig | None = None,
@@ -366,13 +302,17 @@ class Scorer:
         self.config = config or ScoringConfig()
         self._clv = _CLVMath(models.clv.bundle, self.config.clv_months, self.config.interval_level)
         self._columns = score_columns(self.config)
-        self._input_key = {kind: self._feature_key(models.classifier(kind)) for kind in CLASSIFIERS}
+        self._input_key = {kind: self._feature_key(classifier(models, kind)) for kind in CLASSIFIERS}
+        bg = models.clv.bundle.bg
+        self._prior_purchases = {
+            h: float(bg.expected_purchases_population(float(h))) for h in self.config.purchase_horizons_days
+        }
 
     # -- construction -------------------------------------------------------------------------
     @classmethod
     def fit(
         cls,
-        models: ChampionModels,
+        models: Champions,
         snapshot: pd.DataFrame,
         cutoff: dt.date,
         config: ScoringConfig | None = None,
@@ -380,7 +320,7 @@ class Scorer:
         """Fit the classifiers' BTYD features on the whole snapshot at ``cutoff`` (as in training)."""
         fits: dict[str, bb.BTYDFit | None] = {}
         for kind in CLASSIFIERS:
-            c = models.classifier(kind)
+            c = classifier(models, kind)
             key = _btyd_key(c.btyd)
             if key not in fits:
                 fits[key] = (
@@ -394,7 +334,7 @@ class Scorer:
         """Snapshot columns :meth:`score` needs."""
         cols = list(STATE_COLUMNS) + list(bb.BTYD_INPUTS)
         for kind in CLASSIFIERS:
-            c = self.models.classifier(kind)
+            c = classifier(self.models, kind)
             generated = set(c.btyd_columns())
             cols += [f for f in c.estimator.feature_names_in_ if f not in generated]
         return list(dict.fromkeys(cols))
@@ -411,7 +351,7 @@ class Scorer:
         """The whole scorer as one JSON string (no pickle), e.g. to ship to Spark executors."""
         return json.dumps(
             {
-                "models": self.models.to_payload(),
+                "models": champions_to_payload(self.models),
                 "cutoff": self.cutoff.isoformat(),
                 "config": asdict(self.config),
                 "feature_fits": {
@@ -427,15 +367,17 @@ class Scorer:
         cfg = d["config"]
         config = ScoringConfig(**{**cfg, "purchase_horizons_days": tuple(cfg["purchase_horizons_days"])})
         fits = {k: _fit_from_dict(v) if v is not None else None for k, v in d["feature_fits"].items()}
-        return cls(ChampionModels.from_payload(d["models"]), fits, dt.date.fromisoformat(d["cutoff"]), config)
+        return cls(champions_from_payload(d["models"]), fits, dt.date.fromisoformat(d["cutoff"]), config)
 
     # -- encoding -----------------------------------------------------------------------------
     @staticmethod
-    def _feature_key(c: Classifier) -> str:
+    def _feature_key(c: ClassifierChampion) -> str:
         est = c.estimator
         return json.dumps([list(est.feature_names_in_), est.categories_, _btyd_key(c.btyd)], sort_keys=True)
 
-    def _features(self, rows: pd.DataFrame, c: Classifier, cache: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    def _features(
+        self, rows: pd.DataFrame, c: ClassifierChampion, cache: dict[str, pd.DataFrame]
+    ) -> pd.DataFrame:
         generated = c.btyd_columns()
         if not generated:
             return rows
@@ -462,7 +404,7 @@ class Scorer:
         cache: dict[str, pd.DataFrame] = {}
         X: dict[str, np.ndarray] = {}
         for kind in CLASSIFIERS:
-            c, key = self.models.classifier(kind), self._input_key[kind]
+            c, key = classifier(self.models, kind), self._input_key[kind]
             if key not in X:
                 # The classifier's own encoding (category codes from training), so values match predict_proba.
                 X[key] = c.estimator._encode(self._features(rows, c, cache)).to_numpy(dtype=np.float64)
@@ -515,7 +457,7 @@ class Scorer:
             return np.isfinite(enc.recency_days) & (enc.recency_days <= self.config.churn_active_days)
 
     def _predict(self, kind: ModelKind, enc: EncodedRows) -> np.ndarray:
-        est = self.models.classifier(kind).estimator
+        est = classifier(self.models, kind).estimator
         raw = est.booster_.predict(
             enc.X[self._input_key[kind]], num_iteration=est.best_iteration_, **self._threads()
         )
@@ -558,9 +500,9 @@ class Scorer:
         # No purchase on record yet: BG/NBD's prior for a new customer (alive, the population's rate) and
         # the population's mean spend; such a CLV has no customer-level interval.
         out: dict[str, np.ndarray] = {"p_alive": np.ones(n)}
-        for h in cfg.purchase_horizons_days:
-            out[f"expected_purchases_{h}d"] = np.full(n, float(bg.expected_purchases_population(float(h))))
-        value, low, high = np.full(n, self._clv.prior_clv()), np.full(n, np.nan), np.full(n, np.nan)
+        for h, prior in self._prior_purchases.items():
+            out[f"expected_purchases_{h}d"] = np.full(n, prior)
+        value, low, high = np.full(n, self._clv.prior_clv), np.full(n, np.nan), np.full(n, np.nan)
         order_value = np.full(n, gg.population_mean_spend())
         if buyers.any():
             xb, tb, Tb, mb = x[buyers], t_x[buyers], T[buyers], m[buyers]

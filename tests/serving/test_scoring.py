@@ -155,3 +155,13 @@ def test_score_without_explain_leaves_reasons_empty_and_the_rest_equal(scorer, s
 def test_missing_snapshot_columns_are_named(scorer, snapshot):
     with pytest.raises(ValueError, match="n_orders"):
         scorer.score(snapshot.drop(columns=["n_orders"]))
+
+
+def test_probabilities_equal_the_registry_prepare_and_predict_path(scorer, snapshot, scores):
+    # training.registry refits the BTYD features on the whole snapshot on each call; the scorer fits once.
+    churn, rep = scorer.models.churn, scorer.models.repurchase_7d
+    inside = scores["p_churn"].notna().to_numpy()
+    assert np.array_equal(
+        scores["p_churn"].to_numpy()[inside], churn.predict_proba(churn.prepare(snapshot))[inside]
+    )
+    assert np.array_equal(scores["p_repurchase_7d"].to_numpy(), rep.predict_proba(rep.prepare(snapshot)))
