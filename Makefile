@@ -37,8 +37,9 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+# Clients send SIYU_API_TOKEN as a bearer token; without one the local demo runs with --no-auth (warned).
 serve: $(STAMP)
-	$(BIN)/siyu serve --data $(DEMO_DIR)/data --port $(PORT)
+	$(BIN)/siyu serve --data $(DEMO_DIR)/data --port $(PORT) $(if $(SIYU_API_TOKEN),,--no-auth)
 
 mlflow-ui: $(STAMP)
 	$(BIN)/mlflow ui --backend-store-uri $(MLFLOW_TRACKING_URI) --port 5000
