@@ -212,7 +212,9 @@ class Engine:
         # Typed through an explicit schema: an empty object column would otherwise have no type at all.
         arrow = pa.Table.from_pandas(frame, schema=_arrow_schema(name), preserve_index=False)
         if self.name == "duckdb":
-            self.backend.con.register(view, arrow)
+            # A view over the registered data, so that rebinding (file or frame) is CREATE OR REPLACE.
+            self.backend.con.register(f"{view}_data", arrow)
+            self.backend.raw_sql(f"CREATE OR REPLACE TEMP VIEW {view} AS SELECT * FROM {view}_data")
         else:
             self._spark.createDataFrame(arrow).createOrReplaceTempView(view)
 

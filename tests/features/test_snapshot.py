@@ -55,6 +55,18 @@ def test_files_and_in_memory_tables_give_the_same_snapshot(world: Path, snap: pd
     pd.testing.assert_frame_equal(compute_snapshot(load_tables(world), CUTOFF), snap)
 
 
+def test_one_engine_rebinds_files_and_frames(world: Path, snap: pd.DataFrame) -> None:
+    tables = load_tables(world)
+    fewer = {**tables, "orders": tables["orders"].iloc[: len(tables["orders"]) // 2]}
+    with Engine() as eng:
+        got = [compute_snapshot(src, CUTOFF, engine=eng) for src in (world, fewer, world, tables)]
+    pd.testing.assert_frame_equal(got[0], snap)
+    pd.testing.assert_frame_equal(got[1], compute_snapshot(fewer, CUTOFF))
+    assert got[1]["n_orders"].sum() < snap["n_orders"].sum()
+    pd.testing.assert_frame_equal(got[2], snap)
+    pd.testing.assert_frame_equal(got[3], snap)
+
+
 def test_one_row_per_customer_seen_before_the_cutoff(world: Path, snap: pd.DataFrame) -> None:
     customers = pd.read_parquet(world / "customers.parquet")
     seen = customers.loc[customers["first_seen_ts"] < cutoff_ts(CUTOFF), "customer_id"]
