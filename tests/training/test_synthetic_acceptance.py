@@ -1,6 +1,14 @@
 """Acceptance on the synthetic world: siyu's classifiers against every baseline, the BTYD predictor with
 the generator's true parameters, and the latent-truth oracle, on an evaluation cutoff whose label
-window lies after every window used in fitting."""
+window lies after every window used in fitting.
+
+World size: 20,000 customers. At 8,000 the single evaluation cutoff holds ~5,800 churn rows and ~300
+7-day repurchasers: the bootstrap standard deviation of the PR-AUC difference to the logistic baseline
+is ±0.010 for repurchase, and a perfectly calibrated churn model shows a 15-bin ECE of 0.015 on average
+(0.020 at the 95th percentile) from sampling alone — as large as the margins being asserted, so a pass
+or fail there says little. At 20,000 the folds are 2.5x larger (churn ECE noise 0.009, PR-AUC
+difference ±0.005) and LightGBM has 2.5x more training rows.
+"""
 
 from __future__ import annotations
 
@@ -16,7 +24,7 @@ from training import pipeline as pl
 from training.cli import _truth_scores
 from training.config import LABEL_COLUMNS, load_config
 
-CUSTOMERS = int(os.environ.get("SIYU_ACCEPTANCE_CUSTOMERS", "8000"))
+CUSTOMERS = int(os.environ.get("SIYU_ACCEPTANCE_CUSTOMERS", "20000"))
 RESULTS = Path(os.environ.get("SIYU_ACCEPTANCE_OUT", "")) if os.environ.get("SIYU_ACCEPTANCE_OUT") else None
 
 
