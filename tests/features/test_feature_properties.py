@@ -31,7 +31,7 @@ EDGES = tuple(
 )
 RULES = LifecycleRules(active_days=60, dormant_days=150, growing_min_orders=2, mature_min_orders=3)
 SETTINGS = settings(
-    max_examples=60,
+    max_examples=50,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
     derandomize=True,
@@ -147,7 +147,7 @@ def test_every_feature_equals_the_brute_force_reference(engine: Engine, case) ->
     assert not bad, bad[:10]
 
 
-@SETTINGS
+@settings(SETTINGS, max_examples=40)
 @given(histories(), st.integers(0, 3))
 def test_labels_equal_the_brute_force_reference(engine: Engine, case, churn_choice: int) -> None:
     day, tables = case
@@ -204,7 +204,7 @@ def later_records(draw: st.DrawFn, ids: list[str], c: dt.datetime) -> dict[str, 
     }
 
 
-@settings(SETTINGS, max_examples=40)
+@settings(SETTINGS, max_examples=30)
 @given(histories(), st.data())
 def test_records_at_or_after_the_cutoff_change_no_feature(engine: Engine, case, data) -> None:
     day, tables = case
