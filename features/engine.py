@@ -13,9 +13,12 @@ What the engine boundary does, and why:
   refuses nanosecond parquet timestamps unless told to read them as longs. Integers sidestep all three,
   and cutting at a cutoff becomes integer comparison (:mod:`features.as_of`).
 * **Parquet is read by the engine itself**, never through pandas: DuckDB through a view over
-  ``read_parquet`` (created with plain SQL, because ibis 12's ``create_table``/``create_view`` emit
-  ``DROP VIEW IF EXISTS`` statements duckdb 2.0's parser rejects), Spark through ``spark.read.parquet``.
-  Only the columns the features use are read, and the cutoff filter is pushed into the scan.
+  ``read_parquet`` written in plain SQL (ibis 12 types the pandas-written ``ts`` column as unknown, so it
+  cannot express the conversion; its ``create_table`` also emits a ``DROP VIEW IF EXISTS`` that duckdb
+  2.0's parser rejects), Spark through ``spark.read.parquet``. Only the columns the features use are
+  read, and DuckDB applies the cutoff filter inside the parquet scan.
+* **Each query is compiled once** per engine and shape (:meth:`Engine.execute_at`), and on DuckDB the
+  shared sub-queries are planned by :func:`plan_ctes`.
 * **Money is summed exactly**, as whole micro-units held in doubles (:func:`money_micro`, :func:`money`).
   Adding whole numbers below 2^53 never rounds, so a sum does not depend on the order in which threads
   or executors meet the rows: DuckDB runs on every core and a snapshot is still byte-identical between
