@@ -21,6 +21,7 @@ import argparse
 import contextlib
 import io
 import json
+import os
 import resource
 import sys
 import time
@@ -148,6 +149,8 @@ def run(cfg: BenchConfig) -> dict:
     clv_lifetimes_s = clv_lt_timed_s * cfg.customers / n_lt
     return {
         "benchmark": "btyd",
+        "baseline": f"lifetimes {_version('lifetimes')}: BetaGeoFitter + GammaGammaFitter on raw rows; "
+        "GammaGammaFitter.customer_lifetime_value",
         "customers": cfg.customers,
         "distinct_rows": bg.n_distinct_,
         "repeat_buyers": gg.n_customers_,
@@ -164,7 +167,16 @@ def run(cfg: BenchConfig) -> dict:
         "clv_max_rel_diff": float(np.max(np.abs(clv_siyu[:n_lt] / clv_lt - 1))),
         "penalizer_used": bg.penalizer_used_,
         "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2, 3),
+        # Timings on a shared machine move with its load; both sides are timed in the same run.
+        "cores": os.cpu_count(),
+        "load_avg_1m": round(os.getloadavg()[0], 2),
     }
+
+
+def _version(package: str) -> str:
+    from importlib.metadata import version
+
+    return version(package)
 
 
 def print_table(res: dict) -> None:

@@ -27,6 +27,7 @@ def test_benchmark_runs_and_last_line_is_json(capsys: pytest.CaptureFixture[str]
         assert res[key] > 0, key
     assert res["clv_lifetimes_customers_timed"] == 1000 and res["clv_lifetimes_extrapolated"] is True
     assert res["clv_max_rel_diff"] < 1e-6
+    assert res["baseline"].startswith("lifetimes ") and res["cores"] >= 1 and res["load_avg_1m"] >= 0
     assert res["fit_param_max_rel_diff"] < 1e-4
     assert any("scaled linearly" in line for line in lines[:-1])
 
