@@ -58,7 +58,6 @@ BENCHMARKS: tuple[Benchmark, ...] = (
     Benchmark("serve", (), "p99 ≤ 5 ms single customer; ≥4× mlflow models serve; ≥50,000 customers/s"),
     Benchmark("experiments_coverage", ("--experiments", "1000"), "95% intervals cover the truth 93–97%"),
     Benchmark("targeting_simulation", (), "uplift-ranked targeting's share of the oracle's profit"),
-    Benchmark("scale", (), "nightly score of 1M customers ≤60 s, training ≤10 min, peak RSS ≤12 GiB"),
 )
 
 
