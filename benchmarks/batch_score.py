@@ -34,6 +34,14 @@ from benchmarks.serving_setup import CUTOFF, Trained, store_env, train, write_wo
 
 
 def _peak_rss_gib() -> float:
+    """This process's peak resident set since it started (``VmHWM``; ``ru_maxrss`` would carry over the
+    high-water mark of the parent it was forked from)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 2**20  # KiB
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # Linux: KiB
 
 
@@ -173,6 +181,9 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         "ratio": round(float(base["wall_s"]) / siyu_scoring, 3),  # type: ignore[arg-type]
         "goal_wall_s": 60.0,
         "cores": os.cpu_count(),
+        # Other work on the machine during the run (1-minute load average at the end): the figures are
+        # only comparable between runs on an otherwise idle machine.
+        "load_avg_1m": round(os.getloadavg()[0], 2),
     }
     print(f"{'step':12s} {'seconds':>9s}")
     for k, v in steps.items():

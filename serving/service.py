@@ -12,8 +12,9 @@ At start a background thread loads the three models by alias (artifact checksums
 classifiers' BTYD features on the snapshot and encodes every snapshot row once; ``/readyz`` answers 503
 until that is done and the API answers 503 meanwhile. Then
 
-* ``POST /score`` — ``{"customer_ids": [...]}`` or ``{"rows": [...]}`` (+ ``"explain": false`` to skip
-  the SHAP reasons) → scores per customer, in request order; an unknown id is a ``not_found`` item;
+* ``POST /score`` — ``{"customer_ids": [...]}`` or ``{"rows": [...]}`` (+ ``"explain": true`` for the
+  top-3 SHAP reasons, which cost far more than the scores) → scores per customer, in request order;
+  an unknown id is a ``not_found`` item;
 * ``POST /tier`` — the same plus ``"history": [touches]`` and optional ``"as_of"`` → the policy's action
   per customer (:func:`serving.tiering.plan_actions`);
 * BentoML's ``/livez``, ``/readyz`` and ``/metrics``.
@@ -260,7 +261,7 @@ class SiyuService:
 
     @bentoml.api(route="/score", input_spec=ScoreRequest)
     async def score(
-        self, customer_ids: list[str] | None = None, rows: list[Any] | None = None, explain: bool = True
+        self, customer_ids: list[str] | None = None, rows: list[Any] | None = None, explain: bool = False
     ) -> ScoreResponse:
         """Scores for customers of the latest snapshot (by id) or for inline feature rows."""
         state = self._ready_state()

@@ -123,7 +123,7 @@ def test_real_server_returns_the_batch_job_values(tmp_path: Path):
         picks = batch.iloc[:: max(1, len(batch) // 60)]
         r = httpx.post(
             f"{base}/score",
-            json={"customer_ids": [*picks["customer_id"], "no-such-customer"]},
+            json={"customer_ids": [*picks["customer_id"], "no-such-customer"], "explain": True},
             headers=auth,
             timeout=30,
         )

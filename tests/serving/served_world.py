@@ -51,4 +51,19 @@ def train_world(root: Path, customers: int = 2000, seed: int = 11) -> ServedWorl
         res = CliRunner().invoke(app, ["train", "all", "--data", str(data), "--config", str(config)])
     if res.exit_code != 0:
         raise RuntimeError(f"siyu train failed: {res.output[-2000:]} {res.exception!r}")
+    ensure_champions(uri)
     return ServedWorld(data, uri)
+
+
+def ensure_champions(uri: str) -> None:
+    """Make the newest version of each model champion where the promotion gate held it back.
+
+    The serving tests need champions; whether a small test world's model passes the calibration gate is
+    the training tests' concern (the override is tagged as a manual promotion in the registry).
+    """
+    from training import tracking
+
+    for name in ("siyu-churn", "siyu-repurchase-7d", "siyu-clv"):
+        versions = tracking.model_versions(name, uri=uri)
+        if not versions["aliases"].str.contains("champion").any():
+            tracking.promote(name, str(versions["version"].max()), uri=uri)

@@ -63,6 +63,7 @@ def test_serve_benchmark_runs_against_both_servers(served_world: ServedWorld, tm
     assert res["benchmark"] == "serve" and res["requests"] == 200 and res["concurrency"] == 8
     assert res["errors_5xx"] == 0 and res["non_200"] == 0
     assert 0 < res["p50_ms"] <= res["p99_ms"] and res["rps"] > 0 and res["batch100_customers_per_s"] > 0
+    assert 0 < res["explain_p50_ms"] <= res["explain_p99_ms"] and res["explain_rps"] > 0
     assert res["mlflow_rps"] is not None, res.get("note")
     assert res["mlflow_rps"] > 0 and res["mlflow_errors"] == 0
     assert res["mlflow_agrees_with_siyu"] is True

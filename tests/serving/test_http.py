@@ -102,7 +102,7 @@ def _row(snapshot: pd.DataFrame, i: int) -> dict[str, object]:
 def test_score_by_id_returns_the_batch_values_exactly(client, batch_table):
     picks = batch_table.iloc[::97]
     ids = picks["customer_id"].tolist()
-    r = _post(client, "/score", {"customer_ids": ids})
+    r = _post(client, "/score", {"customer_ids": ids, "explain": True})
     assert r.status_code == 200
     body = r.json()
     first = batch_table.iloc[0]
@@ -126,11 +126,20 @@ def test_score_by_id_returns_the_batch_values_exactly(client, batch_table):
             ]
 
 
+def test_reasons_are_opt_in(client, batch_table):
+    inside = batch_table.loc[batch_table["p_churn"].notna(), "customer_id"].iloc[:5].tolist()
+    plain = _post(client, "/score", {"customer_ids": inside}).json()["results"]
+    explained = _post(client, "/score", {"customer_ids": inside, "explain": True}).json()["results"]
+    assert all(i["reasons"] == [] for i in plain) and all(i["reasons"] for i in explained)
+    strip = [{k: v for k, v in i.items() if k != "reasons"} for i in explained]
+    assert strip == [{k: v for k, v in i.items() if k != "reasons"} for i in plain]
+
+
 def test_inline_rows_score_like_the_same_customers_by_id(client, snapshot):
     ids = snapshot["customer_id"].iloc[[3, 50, 400]].tolist()
     rows = [_row(snapshot, i) for i in (3, 50, 400)]
-    by_id = _post(client, "/score", {"customer_ids": ids}).json()
-    inline = _post(client, "/score", {"rows": rows}).json()
+    by_id = _post(client, "/score", {"customer_ids": ids, "explain": True}).json()
+    inline = _post(client, "/score", {"rows": rows, "explain": True}).json()
     assert inline == by_id
 
 

@@ -31,7 +31,7 @@ def test_a_row_has_exactly_the_snapshot_columns_in_order(snapshot):
 
 def test_snapshot_rows_validate_as_json(snapshot):
     req = ScoreRequest.model_validate_json(json.dumps({"rows": _rows(snapshot, 5)}))
-    assert len(req.rows) == 5 and req.explain is True
+    assert len(req.rows) == 5 and req.explain is False
     assert isinstance(req.rows[0], FeatureRow)
 
 
