@@ -245,15 +245,15 @@ def explain_rows(
     if idx.size == 0:
         return scored
     rows = snapshot.iloc[idx]
-    reasons = (
-        score_spark(scorer, rows, spark, explain=True)
-        if spark is not None
-        else scorer.score(rows, explain=True)
-    )
+    if spark is not None:
+        found = score_spark(scorer, rows, spark, explain=True)
+        reasons = {c: found[c].to_numpy() for c in found.columns}
+    else:
+        reasons = scorer.reasons(scorer.encode(rows))  # the SHAP columns only; the scores are known
     out = scored.copy()
     for c in [c for c in scorer.columns() if c.startswith("shap_reason_")]:
         col = out[c].to_numpy(dtype=object if out[c].dtype == object else float, copy=True)
-        col[idx] = reasons[c].to_numpy()
+        col[idx] = reasons[c]
         out[c] = col
     return out
 
