@@ -1,6 +1,7 @@
 """Data quality: contract validation of a data directory, snapshot checks and drift (PSI).
 
-* :func:`validate_data_dir` — every contract table against its schema (every bad row at once).
+* :func:`validate_data_dir` — every contract table against its schema (every bad row at once), read
+  in batches (:func:`validate_parquet`) so that no table is ever whole in pandas.
 * :func:`validate_snapshot` — a feature snapshot against :data:`SNAPSHOT_SCHEMA` (pandera): every column
   present with its dtype, counts non-negative, shares and rates in [0, 1], scores in 0–5, categories
   from their closed sets, one row per customer and one cutoff, and the BTYD summary consistent.
@@ -10,42 +11,166 @@
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from pathlib import Path
 
+import duckdb
 import numpy as np
 import pandas as pd
 import pandera.pandas as pa
+import pyarrow.parquet as pq
 from pandera.errors import SchemaErrors
 
 from features.behavioral import EVENT_GROUPS, EVENT_WINDOWS
-from features.io import read_table, table_path
+from features.io import table_path
 from features.lifecycle import LIFECYCLE_NAMES
 from features.rfm import ORDER_WINDOWS
 from features.schema import (
     CITY_TIERS,
     MEMBER_LEVELS,
     ORDER_CHANNELS,
+    SCHEMAS,
     TABLES,
     ValidationReport,
-    validate_table,
 )
 from features.snapshot import CALENDAR_COLUMNS, KEYS, SNAPSHOT_DTYPES
 
+#: Rows of a table held in pandas at once while it is validated (about 60 MB for the widest table).
+VALIDATE_BATCH_ROWS = 100_000
+_FAILURE_COLUMNS = ["schema_context", "column", "check", "check_number", "failure_case", "index"]
 
-def validate_data_dir(data_dir: str | Path) -> tuple[list[ValidationReport], list[str]]:
-    """Validate every contract table in ``data_dir``.
+
+def validate_data_dir(
+    data_dir: str | Path, batch_rows: int = VALIDATE_BATCH_ROWS
+) -> tuple[list[ValidationReport], list[str]]:
+    """Validate every contract table in ``data_dir``, ``batch_rows`` rows at a time.
 
     Returns the per-table reports (each with every failing row) and the names of missing tables.
     """
     reports: list[ValidationReport] = []
     missing: list[str] = []
     for name in TABLES:
-        if not table_path(data_dir, name).exists():
+        path = table_path(data_dir, name)
+        if not path.exists():
             missing.append(name)
             continue
-        reports.append(validate_table(name, read_table(data_dir, name)))
+        reports.append(validate_parquet(name, path, batch_rows))
     return reports, missing
+
+
+def validate_parquet(name: str, path: str | Path, batch_rows: int = VALIDATE_BATCH_ROWS) -> ValidationReport:
+    """Validate contract table ``name`` stored at ``path`` without loading it whole into pandas.
+
+    The report is the one :func:`features.schema.validate_table` gives on the whole table, failing rows
+    numbered by their position in the file: the row and column checks run on one batch of
+    ``batch_rows`` rows at a time, and the uniqueness checks, which span batches, run in DuckDB over
+    the key columns only. Table-level failures (a missing column, a wrong dtype) are reported once.
+    """
+    if batch_rows < 1:
+        raise ValueError("batch_rows must be positive")
+    schema = SCHEMAS[name]
+    row_schema = _without_uniqueness(schema)
+    file = pq.ParquetFile(path)
+    parts: list[pd.DataFrame] = []
+    rows = 0
+    for batch in file.iter_batches(batch_size=batch_rows):
+        frame = batch.to_pandas()
+        frame.index = pd.RangeIndex(rows, rows + len(frame))
+        rows += len(frame)
+        parts.append(_failures(row_schema, frame))
+        del frame  # before the next batch is read, not after
+    if rows == 0:  # the column and dtype checks still apply to an empty table
+        parts.append(_failures(row_schema, file.schema_arrow.empty_table().to_pandas()))
+    parts.append(_duplicates(schema, Path(path), set(file.schema_arrow.names)))
+    found = [p for p in parts if not p.empty]
+    if not found:
+        return ValidationReport(name, rows, pd.DataFrame(columns=["column", "check", "index"]))
+    cases = pd.concat(found, ignore_index=True)
+    # A table-level failure (no row index) is found again in every batch.
+    key = cases[["schema_context", "column", "check", "failure_case"]].astype(str).agg("|".join, axis=1)
+    repeated = cases["index"].isna() & key.duplicated()
+    return ValidationReport(name, rows, cases[~repeated].reset_index(drop=True))
+
+
+def _without_uniqueness(schema: pa.DataFrameSchema) -> pa.DataFrameSchema:
+    """``schema`` without its uniqueness checks (a batch cannot see duplicates in other batches)."""
+    out = copy.deepcopy(schema)
+    for column in out.columns.values():
+        column.unique = False
+    out.unique = None
+    return out
+
+
+def _failures(schema: pa.DataFrameSchema, frame: pd.DataFrame) -> pd.DataFrame:
+    """Every failure of ``frame`` against ``schema`` (the checks do not modify it, so no copy is made)."""
+    try:
+        schema.validate(frame, lazy=True, inplace=True)
+    except SchemaErrors as err:
+        return err.failure_cases
+    return pd.DataFrame(columns=_FAILURE_COLUMNS)
+
+
+def _duplicates(schema: pa.DataFrameSchema, path: Path, present: set[str]) -> pd.DataFrame:
+    """The uniqueness failures of the table at ``path``, as pandera reports them, computed in DuckDB.
+
+    A unique column flags every row whose non-missing value occurs more than once; a unique set of
+    columns flags every row whose combination (missing values equal to each other, as in pandas)
+    occurs more than once, one failure per non-missing field.
+    """
+    literal = str(path).replace("'", "''")
+    source = f"read_parquet('{literal}', file_row_number = true)"
+    frames = []
+    with duckdb.connect() as con:
+        for col, column in schema.columns.items():
+            if not column.unique or col not in present:
+                continue
+            q = _quote(col)
+            dups = con.sql(
+                f"SELECT file_row_number AS idx, {q} AS value FROM {source} WHERE {q} IN "
+                f"(SELECT {q} FROM {source} WHERE {q} IS NOT NULL GROUP BY 1 HAVING count(*) > 1) "
+                "ORDER BY idx"
+            ).df()
+            frames.append(_uniqueness_cases("Column", col, "field_uniqueness", dups))
+        subset = [c for c in _unique_sets(schema) if c in present]
+        if subset:
+            cols = ", ".join(_quote(c) for c in subset)
+            on = " AND ".join(f"t.{_quote(c)} IS NOT DISTINCT FROM d.{_quote(c)}" for c in subset)
+            dups = con.sql(
+                f"SELECT t.file_row_number AS idx, {', '.join(f't.{_quote(c)}' for c in subset)} "
+                f"FROM {source} t JOIN (SELECT {cols} FROM {source} GROUP BY ALL HAVING count(*) > 1) d "
+                f"ON {on} ORDER BY idx"
+            ).df()
+            for c in subset:
+                found = dups[["idx", c]].rename(columns={c: "value"}).dropna(subset=["value"])
+                frames.append(_uniqueness_cases("DataFrameSchema", c, "multiple_fields_uniqueness", found))
+    found = [f for f in frames if not f.empty]
+    return pd.concat(found, ignore_index=True) if found else pd.DataFrame(columns=_FAILURE_COLUMNS)
+
+
+def _unique_sets(schema: pa.DataFrameSchema) -> list[str]:
+    unique = schema.unique
+    if not unique:
+        return []
+    return [unique] if isinstance(unique, str) else list(unique)
+
+
+def _uniqueness_cases(context: str, column: str, check: str, dups: pd.DataFrame) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "schema_context": context,
+            "column": column,
+            "check": check,
+            "check_number": None,
+            "failure_case": dups["value"].astype(object).to_numpy(),
+            "index": dups["idx"].astype(object).to_numpy(),
+        },
+        index=pd.RangeIndex(len(dups)),
+    )
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
 
 
 # ------------------------------------------------------------------------------ drift (PSI)
