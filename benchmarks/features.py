@@ -77,6 +77,8 @@ class BenchConfig:
     events_per_customer: float
     touches_per_customer: float
     seed: int
+    #: Mean days a customer stays active after first being seen (exponential); 0: nobody ever lapses.
+    mean_lifetime_days: float = 0.0
 
 
 # ------------------------------------------------------------------------------------ generator
@@ -113,6 +115,10 @@ def generate(cfg: BenchConfig, out: Path) -> dict[str, int]:
     wecom = first_seen + rng.integers(0, 200 * 86_400_000_000, n)
     wecom_ts = pa.array(wecom * 1000, type=pa.timestamp("ns", tz="UTC"), mask=rng.random(n) < 0.4)
     cust_ids = _ids("C", n, 9)
+    last_us = np.full(n, end_us, dtype=np.int64)
+    if cfg.mean_lifetime_days > 0:  # lapsed customers: records stop at a random point of their lifetime
+        life = rng.exponential(cfg.mean_lifetime_days * 86_400_000_000, n).astype(np.int64)
+        last_us = np.minimum(last_us, first_seen + 86_400_000_000 + life)
     pq.write_table(
         pa.table(
             {
@@ -128,15 +134,17 @@ def generate(cfg: BenchConfig, out: Path) -> dict[str, int]:
     )
     weights = rng.gamma(0.75, 1.0, n)
     counts = {"customers": n}
-    counts["orders"] = _write_orders(rng, cfg, out, cust_ids, first_seen, weights, end_us)
-    counts["events"] = _write_simple(rng, out, "events", cust_ids, first_seen, weights, end_us, cfg)
-    counts["touches"] = _write_simple(rng, out, "touches", cust_ids, first_seen, weights, end_us, cfg)
+    counts["orders"] = _write_orders(rng, cfg, out, cust_ids, first_seen, weights, last_us)
+    counts["events"] = _write_simple(rng, out, "events", cust_ids, first_seen, weights, last_us, cfg)
+    counts["touches"] = _write_simple(rng, out, "touches", cust_ids, first_seen, weights, last_us, cfg)
     return counts
 
 
-def _times(rng: np.random.Generator, owner: np.ndarray, first_seen: np.ndarray, end_us: int) -> np.ndarray:
+def _times(
+    rng: np.random.Generator, owner: np.ndarray, first_seen: np.ndarray, last_us: np.ndarray
+) -> np.ndarray:
     lo = first_seen[owner]
-    return lo + (rng.random(len(owner)) * (end_us - lo)).astype(np.int64)
+    return lo + (rng.random(len(owner)) * (last_us[owner] - lo)).astype(np.int64)
 
 
 def _write_orders(
@@ -146,11 +154,11 @@ def _write_orders(
     cust_ids: pa.Array,
     first_seen: np.ndarray,
     weights: np.ndarray,
-    end_us: int,
+    last_us: np.ndarray,
 ) -> int:
     m = int(cfg.customers * cfg.orders_per_customer)
     owner = _owners(rng, weights, m)
-    ts = _times(rng, owner, first_seen, end_us)
+    ts = _times(rng, owner, first_seen, last_us)
     order = np.argsort(ts, kind="stable")  # exports arrive in time order
     owner, ts = owner[order], ts[order]
     gross = np.round(rng.gamma(4.0, 50.0, m), 2)
@@ -189,13 +197,13 @@ def _write_simple(
     cust_ids: pa.Array,
     first_seen: np.ndarray,
     weights: np.ndarray,
-    end_us: int,
+    last_us: np.ndarray,
     cfg: BenchConfig,
 ) -> int:
     per = cfg.events_per_customer if name == "events" else cfg.touches_per_customer
     m = int(cfg.customers * per)
     owner = _owners(rng, np.sqrt(weights), m)
-    ts = np.sort(_times(rng, owner, first_seen, end_us))
+    ts = np.sort(_times(rng, owner, first_seen, last_us))
     if name == "events":
         cols = {
             "customer_id": cust_ids.take(pa.array(rng.permutation(owner))),

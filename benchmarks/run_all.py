@@ -58,14 +58,21 @@ BENCHMARKS: tuple[Benchmark, ...] = (
     Benchmark("serve", (), "p99 ≤ 5 ms single customer; ≥4× mlflow models serve; ≥50,000 customers/s"),
     Benchmark("experiments_coverage", ("--experiments", "1000"), "95% intervals cover the truth 93–97%"),
     Benchmark("targeting_simulation", (), "uplift-ranked targeting's share of the oracle's profit"),
+    Benchmark(
+        "scale",
+        (),
+        "1M customers / 20M orders / 50M events: nightly score ≤60 s, training ≤10 min, never above 12 GiB",
+    ),
 )
 
 
 def machine() -> str:
     """Cores, memory and platform of this machine, for every section."""
     mem = psutil.virtual_memory().total / 2**30
-    return f"{os.cpu_count()} cores, {mem:.0f} GiB RAM, {platform.system()} {platform.machine()}, " \
-           f"Python {platform.python_version()}"
+    return (
+        f"{os.cpu_count()} cores, {mem:.0f} GiB RAM, {platform.system()} {platform.machine()}, "
+        f"Python {platform.python_version()}"
+    )
 
 
 def run(bench: Benchmark) -> tuple[dict[str, object], float]:

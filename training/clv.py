@@ -194,14 +194,18 @@ def _bgnbd_path(p: Sequence[float], t: np.ndarray, x: np.ndarray, T: np.ndarray)
     r, alpha, a, b = p
     _a, _b, _c = r + x, b + x, a + b + x - 1
     z = t / (alpha + T + t)
+    log_ratio = (r + x) * np.log((alpha + T) / (alpha + t + T))
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        ln_hyp = np.log(hyp2f1(_a, _b, _c, z))
-        bad = np.isinf(ln_hyp)
+        hyp = hyp2f1(_a, _b, _c, z)
+        # 2F1 may be negative when c = a+b+x-1 < 0 (no-dropout fits: a → 0, b < 1, x = 0), so it is
+        # multiplied in directly; lifetimes takes its log and returns NaN there.
+        term = hyp * np.exp(log_ratio)
+        bad = ~np.isfinite(hyp)
         if np.any(bad):  # Euler's transformation where 2F1 overflows (as lifetimes does)
             alt = np.log(hyp2f1(_c - _a, _c - _b, _c, z)) + (_c - _a - _b) * np.log(1 - z)
-            ln_hyp = np.where(bad, alt, ln_hyp)
+            term = np.where(bad, np.exp(alt + log_ratio), term)
     first = (a + b + x - 1) / (a - 1)
-    return first * (1 - np.exp(ln_hyp + (r + x) * np.log((alpha + T) / (alpha + t + T))))
+    return first * (1 - term)
 
 
 def _mbgnbd_loglik(p: Sequence[float], x: np.ndarray, t_x: np.ndarray, T: np.ndarray) -> np.ndarray:

@@ -355,3 +355,32 @@ def test_calibration_holdout_table_and_plot(cdnow: pd.DataFrame, bg: BetaGeoMode
     path = tmp_path / "calibration_holdout.png"
     fig.savefig(path)
     assert path.stat().st_size > 1000
+
+
+def _hyp2f1_series(a: float, b: float, c: float, z: float, terms: int = 5000) -> float:
+    """Gauss's series Σ (a)_n (b)_n / ((c)_n n!) zⁿ summed term by term (|z| < 1), independent of scipy."""
+    total, term = 1.0, 1.0
+    for n in range(terms):
+        term *= (a + n) * (b + n) / ((c + n) * (n + 1)) * z
+        total += term
+    return total
+
+
+def test_conditional_expectation_is_finite_when_no_dropout_makes_the_series_negative() -> None:
+    """A no-dropout fit (a → 0, b < 1) puts c = a+b+x−1 below 0 for x = 0, where 2F1 is negative: the
+    expectation must still follow FHL (2005) eq. (10) (lifetimes takes log(2F1) there and returns NaN)."""
+    from training.btyd_baseline import true_param_model
+
+    r, alpha, a, b = 0.8986, 16.3775, 4.166e-4, 0.17414  # a BG/NBD fit on dropout-free order logs
+    model = true_param_model(r, alpha, a, b)
+    x, t_x, T = np.array([0.0, 0.0, 3.0]), np.array([0.0, 0.0, 20.0]), np.array([17.0, 46.0, 30.0])
+    got = model.expected_purchases(90.0, x, t_x, T)
+    for i in range(3):
+        z = 90.0 / (alpha + T[i] + 90.0)
+        hyp = _hyp2f1_series(r + x[i], b + x[i], a + b + x[i] - 1, z)
+        shrink = ((alpha + T[i]) / (alpha + T[i] + 90.0)) ** (r + x[i])
+        path = (a + b + x[i] - 1) / (a - 1) * (1 - shrink * hyp)
+        odds = a / (b + x[i] - 1) * ((alpha + T[i]) / (alpha + t_x[i])) ** (r + x[i]) if x[i] > 0 else 0.0
+        assert got[i] == pytest.approx(path / (1 + odds), rel=1e-9)
+    assert _hyp2f1_series(r, b, a + b - 1, 90.0 / (alpha + 17.0 + 90.0)) < 0  # the case being guarded
+    assert np.all(np.isfinite(got)) and np.all(got > 0)

@@ -1,0 +1,46 @@
+"""Smoke test for benchmarks/scale.py at a tiny size, so the scale run cannot rot."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from benchmarks.scale import main
+
+
+@pytest.mark.slow
+@pytest.mark.e2e
+def test_every_stage_runs_in_its_own_process_and_the_last_line_is_json(
+    tmp_path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    main(
+        [
+            "--customers",
+            "1500",
+            "--orders-per-customer",
+            "12",
+            "--events-per-customer",
+            "20",
+            "--quick",
+            "--work",
+            str(tmp_path),
+        ]
+    )
+    res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert res["benchmark"] == "scale" and res["customers"] == 1500
+    assert res["orders"] == 18_000 and res["events"] == 30_000 and res["identities"] == 1500
+    stages = ["generate", "validate", "features", "training_set", "train", "score"]
+    assert list(res["stages_s"]) == stages
+    for name in stages:
+        assert res["stages_s"][name] > 0 and 0 < res["stages_peak_rss_gib"][name] < 12, name
+    assert res["nightly_s"] == pytest.approx(res["stages_s"]["features"] + res["stages_s"]["score"], abs=0.02)
+    assert res["peak_rss_gib"] == max(res["stages_peak_rss_gib"].values())
+    # The stages really ran: a training set over 3 cutoffs and one scored row per snapshot customer.
+    ts = pd.read_parquet(tmp_path / "training_set.parquet", columns=["cutoff"])
+    assert ts["cutoff"].nunique() == 3
+    scores = pd.read_parquet(tmp_path / "scores.parquet", columns=["customer_id", "action"])
+    snap = pd.read_parquet(tmp_path / "data" / "snapshots" / "2024-12-01.parquet", columns=["customer_id"])
+    assert len(scores) == len(snap) and scores["customer_id"].is_unique
+    assert res["contacted"] == int((scores["action"] != "none").sum())
