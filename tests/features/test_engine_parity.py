@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -77,3 +78,19 @@ def test_cli_build_with_spark_engine(world: Path, tmp_path: Path, spark: Engine)
     assert_same_frames(
         pd.read_parquet(tmp_path / "duck.parquet"), pd.read_parquet(tmp_path / "spark.parquet")
     )
+
+
+def test_cli_training_set_with_spark_engine(world: Path, tmp_path: Path, spark: Engine) -> None:
+    # `siyu features training-set --engine spark` on the fixture's active session, against DuckDB.
+    runner = CliRunner()
+    args = ["features", "training-set", "--data", str(world), "--cutoffs", CUTOFFS[0]]
+    duck = runner.invoke(app, [*args, "--out", str(tmp_path / "duck.parquet")])
+    sp = runner.invoke(app, [*args, "--out", str(tmp_path / "spark.parquet"), "--engine", "spark"])
+    assert duck.exit_code == 0, duck.output
+    assert sp.exit_code == 0, sp.output
+    got, want = pd.read_parquet(tmp_path / "spark.parquet"), pd.read_parquet(tmp_path / "duck.parquet")
+    assert_same_frames(want, got)
+    assert want["label_churn"].notna().any() and want["label_repurchase_7d"].notna().any()
+    manifests = [json.loads((tmp_path / f"{n}.manifest.json").read_text()) for n in ("duck", "spark")]
+    assert [m.pop("engine") for m in manifests] == ["duckdb", "spark"]
+    assert manifests[0] == manifests[1]
