@@ -436,9 +436,8 @@ class Scorer:
             "cutoff": np.full(n, self.cutoff, dtype=object),
         }
         population = self.churn_population(enc)
-        for kind in CLASSIFIERS:
-            out[f"p_{kind.value}"] = self._predict(kind, enc)
-        out["p_churn"] = np.where(population, out["p_churn"], np.nan)
+        out["p_churn"] = self._predict(ModelKind.churn, enc, rows=population)
+        out["p_repurchase_7d"] = self._predict(ModelKind.repurchase_7d, enc)
         out.update(self._clv_outputs(enc.btyd))
         out["lifecycle_stage"], out["value_tier"] = enc.lifecycle_stage, enc.value_tier
         out["recency_days"] = enc.recency_days
@@ -456,12 +455,21 @@ class Scorer:
         with np.errstate(invalid="ignore"):
             return np.isfinite(enc.recency_days) & (enc.recency_days <= self.config.churn_active_days)
 
-    def _predict(self, kind: ModelKind, enc: EncodedRows) -> np.ndarray:
+    def _predict(self, kind: ModelKind, enc: EncodedRows, rows: np.ndarray | None = None) -> np.ndarray:
+        """Calibrated probabilities of ``rows`` (a boolean mask; all rows if None), NaN elsewhere.
+
+        The trees are the bulk of a nightly job's time, so rows a model does not speak for are skipped.
+        """
         est = classifier(self.models, kind).estimator
-        raw = est.booster_.predict(
-            enc.X[self._input_key[kind]], num_iteration=est.best_iteration_, **self._threads()
-        )
-        return est.calibrator_.predict(raw)
+        X = enc.X[self._input_key[kind]]
+        out = np.full(len(enc), np.nan)
+        mask = np.ones(len(enc), dtype=bool) if rows is None else rows
+        if mask.any():
+            raw = est.booster_.predict(
+                X if rows is None else X[mask], num_iteration=est.best_iteration_, **self._threads()
+            )
+            out[mask] = est.calibrator_.predict(raw)
+        return out
 
     def _threads(self) -> dict[str, int]:
         return {"num_threads": self.config.lgbm_threads} if self.config.lgbm_threads else {}
