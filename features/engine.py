@@ -235,7 +235,7 @@ class Engine:
         from pyspark.sql import functions as F
         from pyspark.sql import types as T
 
-        df = self._spark.read.parquet(str(path))
+        df = self._spark.read.parquet(local_file_uri(path))
         cols = []
         for col, dtype in HISTORY_COLUMNS[name].items():
             src = TIME_SOURCES.get(col)
@@ -368,6 +368,16 @@ def normalise_frame(name: str, df: pd.DataFrame) -> pd.DataFrame:
             elif dtype == "int64":
                 out[col] = out[col].astype("int64")
     return pd.DataFrame(out)
+
+
+def local_file_uri(path: str | Path) -> str:
+    """``path`` as an absolute ``file://`` URI for Spark.
+
+    A path without a scheme is resolved against the cluster's ``fs.defaultFS`` (HDFS on most YARN
+    clusters), not against the local file system the driver checked, so siyu names the scheme. Not
+    percent-encoded: Hadoop encodes the path itself.
+    """
+    return "file://" + Path(path).resolve().as_posix()
 
 
 def local_spark_session(config: EngineConfig | None = None) -> SparkSession:

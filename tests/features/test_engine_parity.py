@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from features.engine import Engine, EngineConfig
-from features.snapshot import CATEGORICAL, compute_snapshot, load_tables
+from features.snapshot import CATEGORICAL, build_snapshot, compute_snapshot, load_tables
 from features.synthetic import SynthConfig, generate_world, write_world
 from features.training_set import build_training_set
 from siyu.cli import app
@@ -94,3 +94,18 @@ def test_cli_training_set_with_spark_engine(world: Path, tmp_path: Path, spark: 
     manifests = [json.loads((tmp_path / f"{n}.manifest.json").read_text()) for n in ("duck", "spark")]
     assert [m.pop("engine") for m in manifests] == ["duckdb", "spark"]
     assert manifests[0] == manifests[1]
+
+
+def test_spark_reads_the_local_files_whatever_the_default_file_system(
+    world: Path, spark: Engine, spark_session
+) -> None:
+    # On a YARN cluster fs.defaultFS is HDFS: a bare path would be looked up there, not where the driver
+    # found the data directory. siyu names the file:// scheme, so the setting does not matter.
+    hadoop = spark_session.sparkContext._jsc.hadoopConfiguration()
+    default_fs = hadoop.get("fs.defaultFS")
+    hadoop.set("fs.defaultFS", "nofs://cluster/")
+    try:
+        got = build_snapshot(world, CUTOFFS[1], engine=spark)
+    finally:
+        hadoop.set("fs.defaultFS", default_fs)
+    assert_same_frames(build_snapshot(world, CUTOFFS[1]), got)
