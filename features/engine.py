@@ -381,9 +381,18 @@ def local_file_uri(path: str | Path) -> str:
 
 
 def local_spark_session(config: EngineConfig | None = None) -> SparkSession:
-    """A local SparkSession tuned for small jobs (quiet, no UI, few shuffle partitions)."""
+    """A local SparkSession tuned for small jobs (quiet, no UI, few shuffle partitions).
+
+    When a session is already active (``spark-submit``, a notebook on a cluster), that session is
+    returned with only :func:`prepare_spark_session` applied: the local-mode settings here (shuffle
+    partitions, log level) would otherwise overwrite the cluster's own.
+    """
     from pyspark.sql import SparkSession
 
+    active = SparkSession.getActiveSession()
+    if active is not None:
+        prepare_spark_session(active)
+        return active
     config = config or EngineConfig(name="spark")
     builder = (
         SparkSession.builder.master(config.spark_master)

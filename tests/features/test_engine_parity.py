@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from features.engine import Engine, EngineConfig
+from features.engine import Engine, EngineConfig, local_spark_session
 from features.snapshot import CATEGORICAL, build_snapshot, compute_snapshot, load_tables
 from features.synthetic import SynthConfig, generate_world, write_world
 from features.training_set import build_training_set
@@ -109,3 +109,19 @@ def test_spark_reads_the_local_files_whatever_the_default_file_system(
     finally:
         hadoop.set("fs.defaultFS", default_fs)
     assert_same_frames(build_snapshot(world, CUTOFFS[1]), got)
+
+
+def test_an_active_session_keeps_its_own_settings(spark_session) -> None:
+    # `siyu score --engine spark` asks for a local session; on a cluster it must get the cluster's as is.
+    conf = spark_session.conf
+    before = conf.get("spark.sql.shuffle.partitions")
+    conf.set("spark.sql.shuffle.partitions", "7")
+    conf.set("spark.sql.session.timeZone", "Asia/Shanghai")
+    try:
+        got = local_spark_session(EngineConfig(name="spark", spark_shuffle_partitions=4))
+        assert got is spark_session
+        assert conf.get("spark.sql.shuffle.partitions") == "7"
+        assert conf.get("spark.sql.session.timeZone") == "UTC"  # what siyu relies on is still applied
+    finally:
+        conf.set("spark.sql.shuffle.partitions", before)
+        conf.set("spark.sql.session.timeZone", "UTC")
