@@ -117,8 +117,10 @@ def add_btyd_features(
 ) -> tuple[pd.DataFrame, list[BTYDFit]]:
     """Add BTYD features to a stacked training frame, one fit per distinct ``cutoff``."""
     parts, fits = [], []
-    groups = list(df.groupby("cutoff", sort=True))
-    for cutoff, rows in progress(groups, desc="BTYD fits per cutoff") if progress else groups:
+    # Row positions per cutoff, each cutoff's rows taken in turn: one cutoff's copy in memory, not all.
+    groups = list(df.groupby("cutoff", sort=True).indices.items())
+    for cutoff, positions in progress(groups, desc="BTYD fits per cutoff") if progress else groups:
+        rows = df.iloc[positions]
         fit = fit_btyd(rows, cutoff, penalizers)
         fits.append(fit)
         parts.append(btyd_feature_frame(fit, rows, horizons_days, months, monthly_discount_rate))

@@ -58,9 +58,9 @@ def load_training_frame(data_dir: str | Path, cutoffs: list[dt.date], cfg: Train
     missing = [c for c in KEYS if c not in df.columns]
     if missing:
         raise ValueError(f"training set lacks key columns {missing}")
-    df = df.copy()
+    # The frame is ours (just built): convert in place and sort into one new frame, not three.
     df["cutoff"] = _as_cutoff(df["cutoff"])
-    return df.sort_values(list(KEYS), kind="stable").reset_index(drop=True)
+    return df.sort_values(list(KEYS), kind="stable", ignore_index=True)
 
 
 def _as_cutoff(s: pd.Series) -> pd.Series:
