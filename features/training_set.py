@@ -163,7 +163,9 @@ def write_training_set(
     out = Path(out)
     atomic_write_parquet(df, out)
     day = pd.Series(_business_dates(df["cutoff"]), index=df.index).astype(str)
-    unavailable = {name: sorted(d for d, g in df.groupby(day) if g[name].isna().all()) for name in LABELS}
+    # Grouped on the label columns alone: a group of the whole frame would copy every feature.
+    missing = df[list(LABELS)].isna().groupby(day).all()
+    unavailable = {name: sorted(missing.index[missing[name]]) for name in LABELS}
     manifest = {
         "cutoffs": sorted(day.unique()),
         "features": feature_columns(df),
