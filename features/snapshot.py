@@ -145,14 +145,20 @@ def snapshot_expr(
 
 
 def finish_snapshot(df: pd.DataFrame, cutoff: dt.date | str) -> pd.DataFrame:
-    """Add the cutoff key and calendar columns and cast to :data:`SNAPSHOT_DTYPES` (engine-independent)."""
+    """Add the cutoff key and calendar columns and cast to :data:`SNAPSHOT_DTYPES` (engine-independent).
+
+    ``df`` (the engine's result) is consumed: under pandas' copy-on-write the new index, the casts and the
+    column order share its buffers instead of copying the whole snapshot at each step (three copies at
+    the peak), so the caller must not use ``df`` afterwards — a write to the snapshot may reach it.
+    """
     c = cutoff_ts(cutoff)
-    df = df.reset_index(drop=True)
-    df.insert(1, "cutoff", c)
-    df["cutoff_month"] = int(c.tz_convert(BUSINESS_TZ).month)
-    df["days_to_next_sale"] = _days_to_next_sale(c)
-    casts = {c: t for c, t in SNAPSHOT_DTYPES.items() if df[c].dtype != pd.Series(dtype=t).dtype}
-    return df.astype(casts)[list(SNAPSHOT_DTYPES)]
+    with pd.option_context("mode.copy_on_write", True):
+        df = df.reset_index(drop=True)
+        df.insert(1, "cutoff", c)
+        df["cutoff_month"] = int(c.tz_convert(BUSINESS_TZ).month)
+        df["days_to_next_sale"] = _days_to_next_sale(c)
+        casts = {c: t for c, t in SNAPSHOT_DTYPES.items() if df[c].dtype != pd.Series(dtype=t).dtype}
+        return df.astype(casts)[list(SNAPSHOT_DTYPES)]
 
 
 def compute_snapshot(
