@@ -6,7 +6,8 @@
    :func:`features.snapshot.build_snapshot` (on the same engine) and written there;
 2. the champion models are loaded by alias (checksums verified) and bound to the cutoff
    (:class:`serving.scoring.Scorer`, which refits the classifiers' BTYD features on that snapshot);
-3. every customer is scored — in chunks on DuckDB's side of the house (pandas), or in Spark
+3. every customer is scored — the boosters compiled to native code (:mod:`serving.trees`, cached per
+   model version) for large snapshots — in chunks on DuckDB's side of the house (pandas), or in Spark
    ``mapInPandas`` tasks that rebuild the scorer from its JSON payload (LightGBM model text and BTYD
    parameters, no pickled models);
 4. :func:`serving.tiering.plan_actions` decides one action per customer against the contact history
@@ -37,6 +38,7 @@ from training.registry import Champions
 
 Engine = Literal["duckdb", "spark"]
 Explain = Literal["actioned", "all", "none"]
+TreesChoice = Literal["auto", "native", "lightgbm"]
 #: Columns plan_actions adds, in output order (``channel`` is the action when it contacts, else empty).
 DECISION_COLUMNS: tuple[str, ...] = ("tier", "action", "channel", "expected_value", "cost", "reason")
 STAMP_COLUMNS: tuple[str, ...] = ("churn_model_version", "repurchase_7d_model_version", "clv_model_version")
@@ -56,6 +58,10 @@ class BatchConfig:
     policy_path: Path | None = None
     explain: Explain = "actioned"
     chunk_rows: int = 100_000
+    #: Tree predictor: native (compiled, cached per model version), lightgbm, or auto — native from
+    #: ``native_min_rows`` customers on, where the one-off compilation of a new model pays for itself.
+    trees: TreesChoice = "auto"
+    native_min_rows: int = 50_000
 
     def __post_init__(self) -> None:
         if self.engine not in ("duckdb", "spark"):
@@ -64,6 +70,14 @@ class BatchConfig:
             raise ValueError(f"explain must be actioned, all or none, not {self.explain!r}")
         if self.chunk_rows < 1:
             raise ValueError("chunk_rows must be positive")
+        if self.trees not in ("auto", "native", "lightgbm"):
+            raise ValueError(f"trees must be auto, native or lightgbm, not {self.trees!r}")
+
+    def scoring_trees(self, rows: int) -> Literal["lightgbm", "native"]:
+        """The tree predictor for a snapshot of ``rows`` customers."""
+        if self.trees == "auto":
+            return "native" if rows >= self.native_min_rows else "lightgbm"
+        return self.trees
 
 
 @dataclass(frozen=True)
@@ -272,13 +286,17 @@ def run_batch(
     from features.io import atomic_write_parquet
     from serving.tiering import load_policy
 
-    timer = _StepTimer(tqdm(total=6, desc=f"siyu score {cfg.cutoff}", unit="step", disable=not progress))
+    timer = _StepTimer(tqdm(total=7, desc=f"siyu score {cfg.cutoff}", unit="step", disable=not progress))
     with timer("snapshot"):
         snapshot, reused = snapshot_at(cfg.data_dir, cfg.cutoff, cfg.engine)
         snapshot = snapshot.sort_values("customer_id", kind="stable").reset_index(drop=True)
     with timer("models"):
         models = models or load_champions(cfg.alias)
-        scorer = Scorer.fit(models, snapshot, cfg.cutoff, ScoringConfig())
+        scorer = Scorer.fit(
+            models, snapshot, cfg.cutoff, ScoringConfig(trees=cfg.scoring_trees(len(snapshot)))
+        )
+    with timer("compile"):
+        scorer.compile_trees()  # once per model version: later runs load the cached libraries
     if cfg.engine == "spark" and spark is None:
         from features.engine import EngineConfig, local_spark_session
 

@@ -42,6 +42,12 @@ def score_cmd(
         "--explain",
         help="Whose SHAP reasons to compute: actioned (customers contacted), all, or none.",
     ),
+    trees: str = typer.Option(
+        "auto",
+        "--trees",
+        help="Tree predictor: native (boosters compiled to C with tl2cgen, cached per model version; "
+        "same values, faster), lightgbm, or auto (native from 50,000 customers).",
+    ),
 ) -> None:
     """Nightly scoring: snapshot at CUTOFF → champion models → tiers and actions → one parquet.
 
@@ -64,6 +70,7 @@ def score_cmd(
             alias=alias,
             policy_path=policy,  # type: ignore[arg-type]
             explain=explain,
+            trees=trees,
         )  # type: ignore[arg-type]
     except ValueError as err:
         raise typer.BadParameter(str(err)) from err
@@ -89,6 +96,12 @@ def serve_cmd(
         None, "--policy", help="Outreach policy YAML for /tier.", exists=True, dir_okay=False
     ),
     workers: int = typer.Option(1, "--workers", min=1, max=64, help="Worker processes (one per core)."),
+    trees: str = typer.Option(
+        "native",
+        "--trees",
+        help="Tree predictor: native (boosters compiled to C at start, cached per model version; same "
+        "values, faster) or lightgbm.",
+    ),
     no_auth: bool = typer.Option(
         False,
         "--no-auth",
@@ -102,7 +115,10 @@ def serve_cmd(
     """
     from features.io import snapshot_dir
     from serving.auth import DISABLE_ENV, TOKEN_ENV
-    from serving.service import ALIAS_ENV, DATA_ENV, POLICY_ENV
+    from serving.service import ALIAS_ENV, DATA_ENV, POLICY_ENV, TREES_ENV
+
+    if trees not in ("native", "lightgbm"):
+        raise typer.BadParameter(f"expected native or lightgbm, got {trees!r}", param_hint="--trees")
 
     if not any(snapshot_dir(data).glob("????-??-??.parquet")):
         typer.echo(
@@ -117,7 +133,7 @@ def serve_cmd(
             err=True,
         )
         raise typer.Exit(code=1)
-    env = {**os.environ, DATA_ENV: str(data.resolve()), ALIAS_ENV: alias}
+    env = {**os.environ, DATA_ENV: str(data.resolve()), ALIAS_ENV: alias, TREES_ENV: trees}
     if policy is not None:
         env[POLICY_ENV] = str(policy.resolve())
     if no_auth:

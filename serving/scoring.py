@@ -28,7 +28,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -68,12 +68,17 @@ class ScoringConfig:
     lgbm_threads: int = 0
     #: The churn model's population: a purchase in the last this many days (as its label); NaN outside.
     churn_active_days: int = CHURN_ACTIVE_DAYS
+    #: Tree predictor: "lightgbm" (LightGBM's own) or "native" (the boosters compiled by
+    #: :mod:`serving.trees`, bit-identical and several times faster; LightGBM where it cannot compile).
+    trees: Literal["lightgbm", "native"] = "lightgbm"
 
     def __post_init__(self) -> None:
         if not 0 < self.interval_level < 1:
             raise ValueError(f"interval_level must lie in (0, 1), got {self.interval_level}")
         if self.top_k_reasons < 1 or self.clv_months < 1 or not self.purchase_horizons_days:
             raise ValueError("top_k_reasons and clv_months must be positive and horizons non-empty")
+        if self.trees not in ("lightgbm", "native"):
+            raise ValueError(f"trees must be lightgbm or native, not {self.trees!r}")
 
 
 def score_columns(config: ScoringConfig | None = None) -> list[str]:
@@ -307,6 +312,22 @@ class Scorer:
         self._prior_purchases = {
             h: float(bg.expected_purchases_population(float(h))) for h in self.config.purchase_horizons_days
         }
+        self._native: dict[ModelKind, Any] = {}
+
+    def compile_trees(self) -> dict[str, bool]:
+        """Build (or load from the cache) the native boosters when ``trees="native"``; idempotent.
+
+        Called up front by the service and the batch job so no request or chunk pays for a compilation.
+        Returns, per classifier, whether it predicts natively (False: LightGBM, e.g. no C compiler).
+        """
+        if self.config.trees == "native":
+            from serving.trees import native_booster
+
+            for kind in CLASSIFIERS:
+                if kind not in self._native:
+                    est = classifier(self.models, kind).estimator
+                    self._native[kind] = native_booster(est.model_text(), self.config.lgbm_threads)
+        return {kind.value: self._native.get(kind) is not None for kind in CLASSIFIERS}
 
     # -- construction -------------------------------------------------------------------------
     @classmethod
@@ -465,11 +486,23 @@ class Scorer:
         out = np.full(len(enc), np.nan)
         mask = np.ones(len(enc), dtype=bool) if rows is None else rows
         if mask.any():
-            raw = est.booster_.predict(
-                X if rows is None else X[mask], num_iteration=est.best_iteration_, **self._threads()
+            Xm = X if rows is None else X[mask]
+            native = self._native_booster(kind)
+            raw = (
+                native.predict(Xm)
+                if native is not None
+                else est.booster_.predict(Xm, num_iteration=est.best_iteration_, **self._threads())
             )
             out[mask] = est.calibrator_.predict(raw)
         return out
+
+    def _native_booster(self, kind: ModelKind) -> Any:
+        """The compiled booster of ``kind`` when ``trees="native"`` and it could be built, else None."""
+        if self.config.trees != "native":
+            return None
+        if kind not in self._native:
+            self.compile_trees()
+        return self._native[kind]
 
     def _threads(self) -> dict[str, int]:
         return {"num_threads": self.config.lgbm_threads} if self.config.lgbm_threads else {}

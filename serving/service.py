@@ -33,7 +33,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import anyio
 import bentoml
@@ -60,6 +60,7 @@ from serving.scoring import EncodedRows, Scorer, ScoringConfig, load_champions
 logger = logging.getLogger("siyu.serving.service")
 
 DATA_ENV, ALIAS_ENV, POLICY_ENV = "SIYU_DATA_DIR", "SIYU_MODEL_ALIAS", "SIYU_POLICY"
+TREES_ENV = "SIYU_TREES"
 #: /score requests for at most this many ids are answered on the event loop (no thread hop).
 INLINE_MAX_CUSTOMERS = 8
 _SCORE_FIELDS = tuple(f for f in ScoreItem.model_fields if f not in ("customer_id", "status", "reasons"))
@@ -72,15 +73,21 @@ class ServiceSettings:
     data_dir: Path
     alias: str = "champion"
     policy_path: Path | None = None
+    #: native: the boosters compiled at start (serving.trees; same values, faster); lightgbm: LightGBM's.
+    trees: Literal["native", "lightgbm"] = "native"
 
     @classmethod
     def from_env(cls) -> ServiceSettings:
-        """Read ``SIYU_DATA_DIR`` (required), ``SIYU_MODEL_ALIAS`` and ``SIYU_POLICY``."""
+        """Read ``SIYU_DATA_DIR`` (required), ``SIYU_MODEL_ALIAS``, ``SIYU_POLICY`` and ``SIYU_TREES``."""
         data = os.environ.get(DATA_ENV)
         if not data:
             raise ValueError(f"{DATA_ENV} is not set: the service needs a data directory with snapshots/")
         policy = os.environ.get(POLICY_ENV)
-        return cls(Path(data), os.environ.get(ALIAS_ENV) or "champion", Path(policy) if policy else None)
+        trees = os.environ.get(TREES_ENV) or "native"
+        if trees not in ("native", "lightgbm"):
+            raise ValueError(f"{TREES_ENV} must be native or lightgbm, not {trees!r}")
+        alias = os.environ.get(ALIAS_ENV) or "champion"
+        return cls(Path(data), alias, Path(policy) if policy else None, trees)  # type: ignore[arg-type]
 
 
 @dataclass
@@ -103,7 +110,8 @@ class ServingState:
         t0 = time.perf_counter()
         models = load_champions(settings.alias)
         cutoff, snapshot = latest_snapshot(settings.data_dir)
-        scorer = Scorer.fit(models, snapshot, cutoff, ScoringConfig(lgbm_threads=1))
+        scorer = Scorer.fit(models, snapshot, cutoff, ScoringConfig(lgbm_threads=1, trees=settings.trees))
+        scorer.compile_trees()  # before /readyz says yes: no request pays for a compilation
         uncovered = sorted(set(scorer.required_columns()) - set(feature_columns()))
         if uncovered:
             raise ValueError(f"the models need columns the request schema lacks: {uncovered}")

@@ -1,16 +1,25 @@
-"""Shared test configuration: keep every test off the user's MLflow store and PII key."""
+"""Shared test configuration: keep every test off the user's MLflow store, PII key and caches."""
 
 from __future__ import annotations
 
 import pytest
 
 
+@pytest.fixture(scope="session")
+def _tree_cache(tmp_path_factory: pytest.TempPathFactory):
+    """One cache of compiled boosters per test process (never the developer's ~/.cache)."""
+    return tmp_path_factory.mktemp("siyu-cache")
+
+
 @pytest.fixture(autouse=True)
-def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
+def _isolated_env(
+    monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory, _tree_cache
+) -> None:
     # Tests never write into the developer's ./mlruns.db; each test gets its own store unless it sets one.
     store = tmp_path_factory.mktemp("mlflow")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{store}/mlruns.db")
     monkeypatch.setenv("SIYU_PII_KEY", "test-only-pii-key")
+    monkeypatch.setenv("SIYU_CACHE_DIR", str(_tree_cache))
 
 
 @pytest.fixture(scope="session")

@@ -134,6 +134,14 @@ def test_payload_round_trip_and_thread_count_change_nothing(scorer, snapshot, sc
     pd.testing.assert_frame_equal(one_thread.score(snapshot), scores, check_exact=True)
 
 
+def test_native_trees_give_exactly_lightgbms_scores(scorer, snapshot, scores):
+    native = Scorer(scorer.models, scorer.feature_fits, scorer.cutoff, ScoringConfig(trees="native"))
+    assert native.compile_trees() == {"churn": True, "repurchase_7d": True}
+    pd.testing.assert_frame_equal(native.score(snapshot), scores, check_exact=True)
+    alone = native.score(snapshot.iloc[[7]])  # a single row, as an HTTP request
+    pd.testing.assert_frame_equal(alone, scores.iloc[[7]].reset_index(drop=True), check_exact=True)
+
+
 def test_customers_without_a_purchase_get_the_bgnbd_prior(scorer, snapshot):
     rows = snapshot.iloc[:3].copy()
     rows[list(bb.BTYD_INPUTS)] = np.nan
