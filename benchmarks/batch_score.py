@@ -24,6 +24,7 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -94,8 +95,10 @@ def child_baseline(data: Path, out: Path) -> dict[str, object]:
     return {"wall_s": time.perf_counter() - t0, "rows": len(out_frame), "peak_rss_gib": _peak_rss_gib()}
 
 
-def _run_child(kind: str, data: Path, out: Path, store_uri: str) -> tuple[dict[str, object], float]:
-    env = {**os.environ, **store_env(store_uri)}
+def _run_child(
+    kind: str, data: Path, out: Path, store_uri: str, cache: Path
+) -> tuple[dict[str, object], float]:
+    env = {**os.environ, **store_env(store_uri), "SIYU_CACHE_DIR": str(cache)}
     t0 = time.perf_counter()
     res = subprocess.run(
         [
@@ -158,13 +161,24 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         print(f"set-up: synthetic world of {args.customers:,} customers …", flush=True)
         data = write_world(work / f"world_{args.customers}", args.customers, seed=7)
         snap = data / "snapshots" / f"{CUTOFF.isoformat()}.parquet"
-        snap.unlink(missing_ok=True)  # the job must build the features itself
-        siyu, siyu_process_s = _run_child("siyu", data, work / "scores.parquet", trained.store_uri)
-        base, base_process_s = _run_child("baseline", data, work / "baseline.parquet", trained.store_uri)
+        cache = work / "siyu-cache"
+        shutil.rmtree(cache, ignore_errors=True)
+        # First night of new model versions: the boosters are compiled (cold cache). Every later night
+        # loads them from the cache; that run is the one reported, both build the features themselves.
+        snap.unlink(missing_ok=True)
+        cold, _ = _run_child("siyu", data, work / "scores.parquet", trained.store_uri, cache)
+        snap.unlink(missing_ok=True)
+        siyu, siyu_process_s = _run_child("siyu", data, work / "scores.parquet", trained.store_uri, cache)
+        base, base_process_s = _run_child(
+            "baseline", data, work / "baseline.parquet", trained.store_uri, cache
+        )
 
     steps = siyu["steps_s"]
     assert isinstance(steps, dict)
-    siyu_scoring = steps["models"] + steps["scores"] + steps["write"]
+    cold_steps = cold["steps_s"]
+    assert isinstance(cold_steps, dict)
+    siyu_scoring = steps["models"] + steps["prepare"] + steps["scores"] + steps["write"]
+    nightly_core = sum(v for k, v in steps.items() if k != "reasons")
     result: dict[str, object] = {
         "benchmark": "batch_score",
         "customers": int(siyu["rows"]),  # type: ignore[call-overload]
@@ -172,6 +186,9 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         "wall_s": round(float(siyu["wall_s"]), 2),  # type: ignore[arg-type]
         "process_s": round(siyu_process_s, 2),
         "steps_s": {k: round(v, 2) for k, v in steps.items()},
+        "wall_without_reasons_s": round(nightly_core, 2),
+        "first_night_prepare_s": round(float(cold_steps["prepare"]), 2),
+        "first_night_wall_s": round(float(cold["wall_s"]), 2),  # type: ignore[arg-type]
         "peak_rss_gib": round(float(siyu["peak_rss_gib"]), 2),  # type: ignore[arg-type]
         "contacted": int(sum(v for k, v in siyu["actions"].items() if k != "none")),  # type: ignore[union-attr]
         "baseline": "mlflow.pyfunc predict of the same 3 models + training's BTYD features, no tiers/reasons",

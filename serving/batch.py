@@ -295,8 +295,8 @@ def run_batch(
         scorer = Scorer.fit(
             models, snapshot, cfg.cutoff, ScoringConfig(trees=cfg.scoring_trees(len(snapshot)))
         )
-    with timer("compile"):
-        scorer.compile_trees()  # once per model version: later runs load the cached libraries
+    with timer("prepare"):
+        scorer.prepare(explain=cfg.explain != "none")  # compiled boosters: cached per model version
     if cfg.engine == "spark" and spark is None:
         from features.engine import EngineConfig, local_spark_session
 

@@ -111,7 +111,7 @@ class ServingState:
         models = load_champions(settings.alias)
         cutoff, snapshot = latest_snapshot(settings.data_dir)
         scorer = Scorer.fit(models, snapshot, cutoff, ScoringConfig(lgbm_threads=1, trees=settings.trees))
-        scorer.compile_trees()  # before /readyz says yes: no request pays for a compilation
+        scorer.prepare()  # before /readyz says yes: no request pays for a compilation
         uncovered = sorted(set(scorer.required_columns()) - set(feature_columns()))
         if uncovered:
             raise ValueError(f"the models need columns the request schema lacks: {uncovered}")

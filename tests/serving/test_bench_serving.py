@@ -31,7 +31,11 @@ def test_batch_score_benchmark_runs_end_to_end(served_world: ServedWorld, tmp_pa
     )
     res = _last_json(capsys.readouterr().out)
     assert res["benchmark"] == "batch_score" and 1000 < res["customers"] <= 1200
-    assert set(res["steps_s"]) == {"snapshot", "models", "scores", "tiers", "reasons", "write"}
+    assert set(res["steps_s"]) == {"snapshot", "models", "prepare", "scores", "tiers", "reasons", "write"}
+    assert res["wall_without_reasons_s"] == pytest.approx(
+        sum(v for k, v in res["steps_s"].items() if k != "reasons"), abs=0.02
+    )
+    assert res["first_night_wall_s"] > 0 and res["first_night_prepare_s"] >= 0
     assert res["wall_s"] > 0 and res["peak_rss_gib"] > 0 and res["baseline_scoring_s"] > 0
     assert res["ratio"] == pytest.approx(res["baseline_scoring_s"] / res["siyu_scoring_s"], rel=0.01)
     assert 0 < res["contacted"] < res["customers"]
