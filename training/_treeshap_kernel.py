@@ -1,8 +1,10 @@
 """Compiled row loop of :mod:`training.treeshap` (numba; imported only when contributions are asked for).
 
-Per row: every internal node's split decision (LightGBM's rules), then per leaf the bit pattern of the
-path features the row follows and one table lookup. Rows run in parallel; each row writes only its own
-output row, so the result does not depend on the number of threads.
+Rows are taken in blocks (in parallel), each block copied feature-major so that every inner loop runs
+over the block's rows on contiguous memory: per tree, every internal node's split decision (LightGBM's
+rules, the node's rule chosen once); per leaf, the bit pattern of the path features each row follows,
+then one table lookup per row and path feature. A row's sums run in tree and leaf order whatever the
+block or thread, so its contributions do not depend on the rows scored with it.
 """
 
 from __future__ import annotations
@@ -31,6 +33,32 @@ def _goes_left(x, threshold, decision, cat_begin, cat_end, cat_words, zero_thres
     if (missing == 1 and -zero_threshold <= x <= zero_threshold) or (missing == 2 and math.isnan(x)):
         return (decision & 2) != 0  # the default direction
     return x <= threshold
+
+
+@numba.njit(cache=True, nogil=True)
+def _decide(values, threshold, decision, cat_begin, cat_end, cat_words, zero_threshold, out):  # noqa: ANN001, ANN202
+    """``out[r]``: whether row r goes left at one node (the rule chosen once, then a tight loop)."""
+    m = values.shape[0]
+    if decision & 1:
+        for r in range(m):
+            out[r] = _goes_left(values[r], threshold, decision, cat_begin, cat_end, cat_words, zero_threshold)
+        return
+    missing = (decision >> 2) & 3
+    default_left = (decision & 2) != 0
+    if missing == 2:  # NaN is missing: the default direction
+        for r in range(m):
+            v = values[r]
+            out[r] = default_left if math.isnan(v) else v <= threshold
+    elif missing == 1:  # zero (and NaN, read as zero) is missing
+        for r in range(m):
+            v = values[r]
+            if math.isnan(v):
+                v = 0.0
+            out[r] = default_left if -zero_threshold <= v <= zero_threshold else v <= threshold
+    else:  # no missing values in training: NaN reads as zero
+        for r in range(m):
+            v = values[r]
+            out[r] = (0.0 if math.isnan(v) else v) <= threshold
 
 
 @numba.njit(cache=True, nogil=True)
@@ -102,32 +130,50 @@ def contributions(  # noqa: ANN201, PLR0913
     n_blocks = (n + BLOCK_ROWS - 1) // BLOCK_ROWS
     for b in numba.prange(n_blocks):
         r0 = b * BLOCK_ROWS
-        r1 = min(n, r0 + BLOCK_ROWS)
-        left = np.empty((r1 - r0, max_nodes), dtype=np.bool_)
+        m = min(n, r0 + BLOCK_ROWS) - r0
+        # Feature-major copies of the block, so that the loops over its rows run on contiguous memory.
+        xb = np.empty((n_features, m))
+        for r in range(m):
+            for j in range(n_features):
+                xb[j, r] = X[r0 + r, j]
+        ob = np.zeros((n_features, m))
+        left = np.empty((max_nodes, m), dtype=np.bool_)
+        missed = np.empty(m, dtype=np.int64)  # bit s: the row leaves the path on the leaf's s-th feature
+        entry = np.empty(m, dtype=np.int64)
         # Trees in order, leaves in order: each row's sums run in the same order whatever the blocks.
         for t in range(n_trees):
             start = tree_node_start[t]
-            for r in range(r0, r1):
-                for node in range(start, tree_node_start[t + 1]):
-                    left[r - r0, node - start] = _goes_left(
-                        X[r, node_feature[node]],
-                        node_threshold[node],
-                        node_decision[node],
-                        node_cat_begin[node],
-                        node_cat_end[node],
-                        cat_words,
-                        zero_threshold,
-                    )
+            for node in range(start, tree_node_start[t + 1]):
+                _decide(
+                    xb[node_feature[node]],
+                    node_threshold[node],
+                    node_decision[node],
+                    node_cat_begin[node],
+                    node_cat_end[node],
+                    cat_words,
+                    zero_threshold,
+                    left[node - start],
+                )
             for leaf in range(tree_leaf_start[t], tree_leaf_start[t + 1]):
                 first = leaf_feature_start[leaf]
                 d = leaf_feature_start[leaf + 1] - first
-                full = (1 << d) - 1
-                for r in range(r0, r1):
-                    missed = 0  # bit s: the row leaves the path at a node on the leaf's s-th feature
-                    for k in range(leaf_path_start[leaf], leaf_path_start[leaf + 1]):
-                        if left[r - r0, path_node[k] - start] != path_left[k]:
-                            missed |= 1 << path_slot[k]
-                    base = leaf_table_start[leaf] + (full & ~missed) * d
-                    for s in range(d):
-                        out[r, leaf_features[first + s]] += tables[base + s]
+                missed[:] = 0
+                for k in range(leaf_path_start[leaf], leaf_path_start[leaf + 1]):
+                    went = left[path_node[k] - start]
+                    want = path_left[k]
+                    bit = np.int64(1) << path_slot[k]
+                    for r in range(m):
+                        if went[r] != want:
+                            missed[r] |= bit
+                full = (np.int64(1) << d) - 1
+                table = leaf_table_start[leaf]
+                for r in range(m):
+                    entry[r] = table + (full & ~missed[r]) * d  # the row's pattern in the leaf's table
+                for s in range(d):
+                    dst = ob[leaf_features[first + s]]
+                    for r in range(m):
+                        dst[r] += tables[entry[r] + s]
+        for r in range(m):
+            for j in range(n_features):
+                out[r0 + r, j] = ob[j, r]
     return out
