@@ -56,6 +56,8 @@ ASSIGNMENT_LOG_COLUMNS: tuple[str, ...] = (
 def _as_id_array(customer_ids: pd.Series | Sequence[str]) -> np.ndarray:
     """Customer ids as an object array of str; rejects missing or empty ids, listing all of them."""
     ids = pd.Series(customer_ids, dtype=object).reset_index(drop=True)
+    if _all_nonempty_strings(ids):
+        return ids.to_numpy(dtype=object)
     bad = ids.isna() | (ids.astype(str).str.len() == 0)
     if bad.any():
         rows = np.flatnonzero(bad.to_numpy())[:50].tolist()
@@ -67,17 +69,44 @@ def _as_id_array(customer_ids: pd.Series | Sequence[str]) -> np.ndarray:
     return ids.to_numpy(dtype=object)
 
 
+def _all_nonempty_strings(ids: pd.Series) -> bool:
+    """Fast check (in Arrow) that every id is a non-empty string; the slow path names the bad rows."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    try:
+        arr = pa.array(ids.to_numpy(dtype=object), type=pa.string(), from_pandas=True)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return False
+    return arr.null_count == 0 and not pc.any(pc.equal(pc.utf8_length(arr), 0)).as_py()
+
+
 def hash_uniform(customer_ids: pd.Series | Sequence[str], salt: str) -> np.ndarray:
     """Map each ``(salt, customer_id)`` to a uniform number in ``[0, 1)`` via SHA-256.
 
-    The first 8 bytes of the digest, read as an unsigned big-endian integer, divided by 2**64.
+    The first 8 bytes of the digest of the UTF-8 text ``salt:customer_id``, read as an unsigned
+    big-endian integer, divided by 2**64 (:func:`hash_uniform_reference` spells it out in Python; DuckDB
+    hashes a million ids in a fraction of the time, to the same bits).
     """
+    import duckdb
+    import pyarrow as pa
+
     if not salt:
         raise ValueError("salt must be a non-empty string")
-    ids = _as_id_array(customer_ids)
+    ids = pa.table({"id": pa.array(_as_id_array(customer_ids), type=pa.string())})
+    with duckdb.connect() as con:
+        con.register("ids", ids)
+        top = con.execute(
+            "SELECT ('0x' || left(sha256(? || id), 16))::UBIGINT AS h FROM ids", [f"{salt}:"]
+        ).fetchnumpy()["h"]
+    return np.asarray(top, dtype=np.uint64).astype(np.float64) / _TWO_64
+
+
+def hash_uniform_reference(customer_ids: Sequence[str], salt: str) -> np.ndarray:
+    """:func:`hash_uniform` one id at a time with :mod:`hashlib` (the definition, for tests)."""
     prefix = f"{salt}:".encode()
-    out = np.empty(len(ids), dtype=np.float64)
-    for i, cid in enumerate(ids):
+    out = np.empty(len(customer_ids), dtype=np.float64)
+    for i, cid in enumerate(customer_ids):
         digest = hashlib.sha256(prefix + cid.encode("utf-8")).digest()
         out[i] = int.from_bytes(digest[:8], "big") / _TWO_64
     return out

@@ -46,12 +46,15 @@ def atomic_write_parquet(df: pd.DataFrame, path: str | Path) -> Path:
     return path
 
 
-def read_table(data_dir: str | Path, name: str, validate: bool = False) -> pd.DataFrame:
-    """Read one contract table; with ``validate`` raise a ContractError listing every bad row."""
+def read_table(
+    data_dir: str | Path, name: str, validate: bool = False, columns: list[str] | None = None
+) -> pd.DataFrame:
+    """Read one contract table (only ``columns`` if given); with ``validate`` raise a ContractError
+    listing every bad row."""
     path = table_path(data_dir, name)
     if not path.exists():
         raise FileNotFoundError(f"table {name!r} not found: expected {path}")
-    df = pd.read_parquet(path)
+    df = pd.read_parquet(path, columns=columns)
     return check_table(name, df) if validate else df
 
 

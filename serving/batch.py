@@ -118,11 +118,12 @@ def touches_before(data_dir: str | Path, cutoff: dt.date) -> pd.DataFrame:
     from features.as_of import before, cutoff_ts
     from features.io import read_table
 
+    columns = ["customer_id", "ts", "channel", "arm"]
     try:
-        touches = read_table(data_dir, "touches")
+        touches = read_table(data_dir, "touches", columns=columns)
     except FileNotFoundError:
         return empty_history()
-    return before(touches, cutoff_ts(cutoff))[["customer_id", "ts", "channel", "arm"]].reset_index(drop=True)
+    return before(touches, cutoff_ts(cutoff)).reset_index(drop=True)
 
 
 def empty_history() -> pd.DataFrame:

@@ -31,6 +31,8 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 import pandera.pandas as pa
+import pyarrow
+import pyarrow.compute as pc
 import yaml
 from pandera.errors import SchemaErrors
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -224,8 +226,13 @@ def _finite(s: pd.Series) -> pd.Series:
 def _nonempty_str(s: pd.Series) -> pd.Series:
     if not (pd.api.types.is_object_dtype(s) or pd.api.types.is_string_dtype(s)):
         return pd.Series(False, index=s.index)
-    # The .str accessor gives NaN for anything that is not a string.
-    return s.str.len().fillna(0).gt(0) & s.map(type).eq(str)
+    try:  # all strings or missing (the common case): lengths in Arrow, no Python call per value
+        text = pyarrow.array(s.to_numpy(dtype=object), type=pyarrow.string(), from_pandas=True)
+    except (pyarrow.ArrowInvalid, pyarrow.ArrowTypeError):
+        # The .str accessor gives NaN for anything that is not a string.
+        return s.str.len().fillna(0).gt(0) & s.map(type).eq(str)
+    lengths = pc.fill_null(pc.utf8_length(text), 0).to_numpy(zero_copy_only=False)
+    return pd.Series(lengths > 0, index=s.index)
 
 
 def _prob(nullable: bool) -> pa.Column:
@@ -392,15 +399,17 @@ def contact_counts(history: pd.DataFrame, ids: np.ndarray, as_of: dt.date) -> Co
     """
     t = history[history["arm"] == "treatment"]
     ago = _business_day(as_of) - business_day_number(t["ts"]).to_numpy()
-    keep = ago >= 0
-    frame = pd.DataFrame({"customer_id": t["customer_id"].to_numpy()[keep], "ago": ago[keep]})
-    g = frame.assign(in7=frame["ago"] <= 6, in30=frame["ago"] <= 29).groupby("customer_id")
-    agg = pd.DataFrame({"in7": g["in7"].sum(), "in30": g["in30"].sum(), "last": g["ago"].min()})
-    agg = agg.reindex(ids)
+    # Each touch's customer as a position in ``ids`` (one hash lookup per touch, no group-by on text).
+    pos = pd.Index(ids).get_indexer(t["customer_id"])
+    keep = (ago >= 0) & (pos >= 0)
+    pos, ago = pos[keep], ago[keep]
+    n = len(ids)
+    last = np.full(n, np.inf)
+    np.minimum.at(last, pos, ago.astype(float))
     return ContactCounts(
-        last_7d=agg["in7"].fillna(0).to_numpy(dtype=np.int64),
-        last_30d=agg["in30"].fillna(0).to_numpy(dtype=np.int64),
-        days_since_last=agg["last"].fillna(np.inf).to_numpy(dtype=float),
+        last_7d=np.bincount(pos[ago <= 6], minlength=n).astype(np.int64),
+        last_30d=np.bincount(pos[ago <= 29], minlength=n).astype(np.int64),
+        days_since_last=last,
     )
 
 

@@ -17,6 +17,7 @@ from experiments.assignment import (
     design_weights_from_log,
     global_holdout_mask,
     hash_uniform,
+    hash_uniform_reference,
     log_assignment,
     read_assignment_log,
 )
@@ -30,6 +31,19 @@ def test_hash_uniform_matches_an_independent_sha256_computation() -> None:
     ids = ["C0000001", "会员-42", "x"]
     expected = [int(hashlib.sha256(f"exp-1:{c}".encode()).hexdigest()[:16], 16) / 2**64 for c in ids]
     assert hash_uniform(ids, "exp-1") == pytest.approx(expected, abs=0, rel=0)
+
+
+def test_vectorised_hash_equals_hashlib_bit_for_bit_on_many_ids() -> None:
+    rng = np.random.default_rng(0)
+    alphabet = list("ABCxyz0123456789-_会员客户 ")
+    ids = ["".join(rng.choice(alphabet, size=rng.integers(1, 40))) for _ in range(5000)] + _ids(5000)
+    assert np.array_equal(hash_uniform(ids, "g-holdout"), hash_uniform_reference(ids, "g-holdout"))
+    assert hash_uniform([], "s").shape == (0,)
+
+
+def test_non_string_ids_are_named_with_their_rows() -> None:
+    with pytest.raises(TypeError, match=r"2 customer ids are not strings \(rows \[0, 2\]\)"):
+        hash_uniform([7, "a", 3.5], "s")
 
 
 def test_hash_uniform_is_uniform() -> None:
