@@ -5,14 +5,18 @@ the cutoff is the one served. Then, one server at a time (client and server shar
 
 1. ``siyu serve`` (BentoML, ``--workers`` processes): single-customer ``POST /score`` at concurrency 1
    (p50/p99 latency), ``--requests`` requests at concurrency ``--concurrency`` (requests/s, 5xx count), and
-   batches of 100 customers (customers/s) with the default body (scores, no SHAP reasons); then fewer
-   requests with ``"explain": true`` (reasons included), reported as ``explain_*``;
+   batches of 100 customers (customers/s) with the default body (ids; the service reads the scores it
+   computed for its snapshot at start); the same three with whole feature rows in the body
+   (``{"rows": [...]}``, scored live by the models), reported as ``inline_*``; then fewer requests by id
+   with ``"explain": true`` (SHAP reasons computed per request), reported as ``explain_*``;
 2. **baseline** ``mlflow models serve -m models:/siyu-churn@champion --env-manager local`` (as many uvicorn
    workers): one-row ``/invocations`` requests with the churn model's features at the same concurrency,
    and at concurrency 1. Its answers are checked against siyu's ``p_churn`` for the same customers.
 
-``ratio`` = siyu requests/s over mlflow requests/s at the same concurrency (siyu's request scores all three
-models; mlflow's only churn). Prints a table, then as the last line one JSON object.
+``ratio`` = siyu requests/s by id over mlflow requests/s at the same concurrency; ``ratio_inline`` the same
+for inline rows, which siyu scores live like mlflow does (siyu's request scores all three models and
+validates the row against the snapshot contract; mlflow's only churn). Prints a table, then as the last
+line one JSON object.
 
     .venv/bin/python -m benchmarks.serve                         # 10,000 requests at concurrency 32
     .venv/bin/python -m benchmarks.serve --requests 300 --quick  # smoke
@@ -179,6 +183,22 @@ def _bodies(ids: list[str], n: int, size: int, explain: bool, rng: random.Random
     return out
 
 
+def _inline_bodies(snapshot: object, n: int, size: int, rng: random.Random) -> list[bytes]:
+    """Requests carrying whole feature rows (``{"rows": [...]}``): the service scores them live."""
+    import pandas as pd
+
+    frame = snapshot.drop(columns=["cutoff"])  # type: ignore[attr-defined]
+    frame = frame.astype(object).where(pd.notna(frame), None)
+    records = frame.to_dict("records")
+    return [
+        json.dumps({"rows": rng.sample(records, size)}, default=_json_scalar).encode() for _ in range(n)
+    ]
+
+
+def _json_scalar(v: object) -> object:
+    return v.item() if hasattr(v, "item") else str(v)
+
+
 def _mlflow_rows(store_uri: str, data: Path, ids: list[str]) -> tuple[list[str], dict[str, list[object]]]:
     """The churn model's feature rows (training's encoding path) for ``ids``, JSON-ready."""
     import pandas as pd
@@ -268,6 +288,15 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
                 url, _bodies(ids, args.requests, 1, False, rng), args.concurrency, TOKEN
             )
             phases["batch100"] = load(url, _bodies(ids, args.batches, 100, False, rng), 4, TOKEN)
+            # Inline feature rows are scored live (by id, the start-up scores of the snapshot are read):
+            # the like-for-like comparison with mlflow, which scores the feature row it is sent.
+            phases["inline_c1"] = load(url, _inline_bodies(snapshot, args.single, 1, rng), 1, TOKEN)
+            phases["inline_cN"] = load(
+                url, _inline_bodies(snapshot, args.requests, 1, rng), args.concurrency, TOKEN
+            )
+            phases["inline_batch100"] = load(
+                url, _inline_bodies(snapshot, max(4, args.batches // 3), 100, rng), 4, TOKEN
+            )
             phases["single_c1_explain"] = load(url, _bodies(ids, args.single // 4, 1, True, rng), 1, TOKEN)
             phases["single_cN_explain"] = load(url, _bodies(ids, few, 1, True, rng), args.concurrency, TOKEN)
             phases["batch100_explain"] = load(
@@ -350,6 +379,10 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         "p99_ms": round(s1.pct(99), 3),
         "p99_ms_at_concurrency": round(sn.pct(99), 3),
         "batch100_customers_per_s": round(100 * b.rps, 1),
+        "inline_rps": round(phases["inline_cN"].rps, 1),
+        "inline_p50_ms": round(phases["inline_c1"].pct(50), 3),
+        "inline_p99_ms": round(phases["inline_c1"].pct(99), 3),
+        "inline_batch100_customers_per_s": round(100 * phases["inline_batch100"].rps, 1),
         "explain_rps": round(phases["single_cN_explain"].rps, 1),
         "explain_p50_ms": round(phases["single_c1_explain"].pct(50), 3),
         "explain_p99_ms": round(phases["single_c1_explain"].pct(99), 3),
@@ -372,6 +405,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
                 "mlflow_errors": m.non_200,
                 "mlflow_agrees_with_siyu": mlflow_agrees,
                 "ratio": round(sn.rps / m.rps, 2),
+                "ratio_inline": round(phases["inline_cN"].rps / m.rps, 2),
             }
         )
     else:

@@ -475,13 +475,24 @@ class Scorer:
         out["lifecycle_stage"], out["value_tier"] = enc.lifecycle_stage, enc.value_tier
         out["recency_days"] = enc.recency_days
         out.update(self._no_reasons(n))
-        if explain and population.any():
-            idx = np.flatnonzero(population)
-            for c, v in self.reasons(enc.take(idx) if idx.size < n else enc).items():
-                out[c][idx] = v
+        if explain:
+            self.add_reasons(enc, out, population)
         for kind, version in self.versions().items():
             out[f"{kind}_model_version"] = np.full(n, version, dtype=object)
         return out
+
+    def add_reasons(
+        self, enc: EncodedRows, out: dict[str, np.ndarray], population: np.ndarray | None = None
+    ) -> None:
+        """Fill the reason columns of ``out`` (scores of ``enc``) for the rows in the churn population."""
+        population = self.churn_population(enc) if population is None else population
+        n = len(enc)
+        for c, v in self._no_reasons(n).items():
+            out[c] = v
+        if population.any():
+            idx = np.flatnonzero(population)
+            for c, v in self.reasons(enc.take(idx) if idx.size < n else enc).items():
+                out[c][idx] = v
 
     def churn_population(self, enc: EncodedRows) -> np.ndarray:
         """Rows the churn model speaks for: a purchase within ``churn_active_days`` before the cutoff."""

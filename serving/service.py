@@ -92,7 +92,14 @@ class ServiceSettings:
 
 @dataclass
 class ServingState:
-    """Everything loaded once at start: the scorer, the encoded snapshot and its id index, the policy."""
+    """Everything loaded once at start: the scorer, the encoded snapshot and its id index, its scores,
+    the policy.
+
+    The snapshot's scores are computed once, when the service starts: they are a pure function of the
+    snapshot row and the loaded models (:meth:`Scorer.score_encoded` is row-independent), both fixed
+    until the next start, so a request by id reads its rows' scores instead of recomputing the same
+    bits. Inline rows are scored live, and SHAP reasons (opt-in) are computed per request.
+    """
 
     scorer: Scorer
     encoded: EncodedRows
@@ -100,6 +107,14 @@ class ServingState:
     extras: pd.DataFrame  # snapshot columns the policy may need (e.g. wecom_added), one row per customer
     policy: Any
     cutoff: dt.date
+    scores: dict[str, np.ndarray]  # every snapshot row's scores, without reasons
+
+    def scores_of(self, rows: np.ndarray, explain: bool) -> dict[str, np.ndarray]:
+        """Scores of snapshot rows (positions), equal to scoring them now; reasons computed if asked."""
+        out = {k: v[rows] for k, v in self.scores.items()}
+        if explain:
+            self.scorer.add_reasons(self.encoded.take(rows), out)
+        return out
 
     @classmethod
     def load(cls, settings: ServiceSettings) -> ServingState:
@@ -125,6 +140,7 @@ class ServingState:
             extras.reset_index(drop=True),
             load_policy(settings.policy_path),
             cutoff,
+            scorer.score_encoded(encoded, explain=False),
         )
         logger.info(
             "siyu service ready: %d customers at cutoff %s, %s, in %.1f s",
@@ -152,14 +168,13 @@ def _scored(
         pos = [state.positions.get(cid, -1) for cid in ids]
         found = np.array([i for i, p in enumerate(pos) if p >= 0], dtype=np.int64)
         rows = np.array([p for p in pos if p >= 0], dtype=np.int64)
-        enc = state.encoded.take(rows)
         extras = state.extras.iloc[rows] if with_extras else state.extras.iloc[:0]
-    else:
-        frame = pd.DataFrame([r.model_dump() for r in req.rows])  # type: ignore[union-attr]
-        ids = frame["customer_id"].tolist()
-        found = np.arange(len(ids), dtype=np.int64)
-        enc = state.scorer.encode(frame)
-        extras = frame[[c for c in state.extras.columns if c in frame.columns]]
+        return ids, state.scores_of(rows, explain), found, extras.reset_index(drop=True)
+    frame = pd.DataFrame([r.model_dump() for r in req.rows])  # type: ignore[union-attr]
+    ids = frame["customer_id"].tolist()
+    found = np.arange(len(ids), dtype=np.int64)
+    enc = state.scorer.encode(frame)
+    extras = frame[[c for c in state.extras.columns if c in frame.columns]]
     return ids, state.scorer.score_encoded(enc, explain=explain), found, extras.reset_index(drop=True)
 
 

@@ -72,3 +72,6 @@ def test_serve_benchmark_runs_against_both_servers(served_world: ServedWorld, tm
     assert res["mlflow_rps"] > 0 and res["mlflow_errors"] == 0
     assert res["mlflow_agrees_with_siyu"] is True
     assert res["ratio"] == pytest.approx(res["rps"] / res["mlflow_rps"], rel=0.02)
+    # Inline rows are scored live; every one of them answered 200 (non_200 above covers all phases).
+    assert 0 < res["inline_p50_ms"] <= res["inline_p99_ms"] and res["inline_batch100_customers_per_s"] > 0
+    assert res["ratio_inline"] == pytest.approx(res["inline_rps"] / res["mlflow_rps"], rel=0.02)
