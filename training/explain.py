@@ -1,7 +1,7 @@
 """Explanations for the LightGBM classifiers: SHAP values, a summary plot and per-customer reason codes.
 
-SHAP values come from LightGBM's own TreeSHAP (``pred_contrib=True``), exact for tree ensembles and
-much faster than a separate explainer. They are in log-odds of the *uncalibrated* booster; the
+SHAP values are exact path-dependent TreeSHAP (:mod:`training.treeshap`, equal to LightGBM's
+``pred_contrib`` to rounding and far faster). They are in log-odds of the *uncalibrated* booster; the
 calibrator is monotone, so the signs and the order of the reasons carry over to the probability.
 """
 
@@ -13,10 +13,24 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+#: Rows explained for a run's SHAP summary: a summary and importances need a sample, not a million rows.
+SUMMARY_ROWS = 50_000
+
+
+def sample_rows(X: pd.DataFrame, max_rows: int, seed: int = 0) -> pd.DataFrame:
+    """A seeded random sample of at most ``max_rows`` rows, in their original order."""
+    if len(X) <= max_rows:
+        return X
+    return X.iloc[np.sort(np.random.default_rng(seed).choice(len(X), size=max_rows, replace=False))]
+
 
 def shap_values(model: Any, X: pd.DataFrame) -> pd.DataFrame:
-    """Per-row, per-feature contributions (log-odds); the ``bias`` column is dropped."""
-    return model.contributions(X).drop(columns="bias")
+    """Per-row, per-feature contributions (log-odds) of a fitted ``LGBMCalibratedClassifier``."""
+    from training.treeshap import TreeShap
+
+    Xe = model._encode(X)
+    values = TreeShap(model.model_text()).contributions(Xe.to_numpy(dtype=np.float64))
+    return pd.DataFrame(values, columns=list(model.feature_names_in_), index=Xe.index)
 
 
 def reason_codes(contrib: pd.DataFrame, k: int = 3, direction: str = "up") -> pd.DataFrame:

@@ -36,7 +36,7 @@ from training.evaluate import (
     lift_table,
     reliability_plot,
 )
-from training.explain import importance, reason_codes, shap_values, summary_plot
+from training.explain import SUMMARY_ROWS, importance, reason_codes, sample_rows, shap_values, summary_plot
 
 KEYS = ("customer_id", "cutoff")
 Echo = Callable[[str], None]
@@ -300,7 +300,7 @@ def run_classifier(outcome: ClassifierOutcome, cfg: TrainingConfig, data_fingerp
         probs = {n: ef[f"p_{n}"].to_numpy() for n in ("siyu_lgbm", "logistic", "rfm_rule")}
         run.log_figure(reliability_plot(ef["label"], probs, t / f"reliability_{kind.value}.png",
                                         title=f"{kind.value}: reliability at {cfg.plan().evaluation}"))
-        ev_X = outcome.eval_X
+        ev_X = sample_rows(outcome.eval_X, SUMMARY_ROWS, cfg.seed)  # a summary needs a sample
         contrib = shap_values(outcome.model, ev_X)
         run.log_figure(summary_plot(contrib, ev_X, t / f"shap_{kind.value}.png", title=f"{kind.value}: SHAP"))
         run.log_frame(importance(contrib).rename("mean_abs_shap").rename_axis("feature").reset_index(),

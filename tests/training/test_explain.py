@@ -6,7 +6,7 @@ import pytest
 
 from tests.training.synth_frames import make_frame
 from training.classifiers import LGBMCalibratedClassifier
-from training.explain import importance, reason_codes, shap_values, summary_plot
+from training.explain import importance, reason_codes, sample_rows, shap_values, summary_plot
 
 
 @pytest.fixture(scope="module")
@@ -20,6 +20,21 @@ def test_contributions_add_up_to_the_log_odds(fitted):
     contrib = m.contributions(X)
     raw = m.predict_raw(X)
     assert np.allclose(contrib.sum(axis=1), np.log(raw / (1 - raw)), atol=1e-8)
+
+
+def test_shap_values_are_lightgbm_pred_contrib(fitted):
+    m, X = fitted
+    got = shap_values(m, X)
+    want = m.contributions(X).drop(columns="bias")
+    assert list(got.columns) == list(want.columns) and got.index.equals(want.index)
+    assert np.allclose(got.to_numpy(), want.to_numpy(), rtol=1e-9, atol=1e-12)
+
+
+def test_sample_rows_is_seeded_ordered_and_bounded(fitted):
+    _, X = fitted
+    a, b = sample_rows(X, 100, seed=3), sample_rows(X, 100, seed=3)
+    assert len(a) == 100 and a.index.equals(b.index) and a.index.is_monotonic_increasing
+    assert sample_rows(X, 10_000) is X
 
 
 def test_reason_codes_match_a_row_by_row_loop(fitted):
