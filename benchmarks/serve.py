@@ -281,7 +281,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
             url = f"{base}/score"
             load(url, _bodies(ids, 200, 1, False, rng), 4, TOKEN)  # warm-up
             # The default request (scores, no SHAP reasons), then the same with "explain": true on fewer
-            # requests: TreeSHAP costs ~30 predictions per customer.
+            # requests: TreeSHAP costs about three times the scores of a customer.
             few = max(10, args.requests // 10)
             phases["single_c1"] = load(url, _bodies(ids, args.single, 1, False, rng), 1, TOKEN)
             phases["single_cN"] = load(

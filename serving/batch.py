@@ -13,7 +13,7 @@
 4. :func:`serving.tiering.plan_actions` decides one action per customer against the contact history
    before the cutoff and the persistent global holdout;
 5. the SHAP reasons behind the churn risk are computed for the customers who are contacted (TreeSHAP
-   costs ~30× a prediction; nobody reads the reasons of a customer left alone);
+   costs about three times the scores; nobody reads the reasons of a customer left alone);
 6. every row is stamped with the cutoff and the three model versions and the table is written
    atomically (temp file + rename). The same inputs give the same bytes, so a re-run is harmless.
 """

@@ -132,7 +132,7 @@ class ScoreRequest(Strict):
     rows: list[FeatureRow] | None = Field(None, min_length=1, max_length=MAX_CUSTOMERS)  # type: ignore[valid-type]
     explain: StrictBool = Field(
         False,
-        description="Add the top-3 SHAP reasons behind each churn risk (TreeSHAP: ~30× the scores' cost).",
+        description="Add the top-3 SHAP reasons behind each churn risk (TreeSHAP: ~3× the scores' cost).",
     )
 
     @field_validator("customer_ids")
