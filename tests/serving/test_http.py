@@ -23,7 +23,7 @@ from starlette.testclient import TestClient
 from experiments.assignment import global_holdout_mask
 from features.io import snapshot_dir
 from serving.batch import BatchConfig, run_batch
-from serving.schemas import ScoreItem
+from serving.schemas import ScoreItem, ScoreResponse
 from tests.serving.served_world import ServedWorld, tracking_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("serving")]
@@ -102,9 +102,14 @@ def _row(snapshot: pd.DataFrame, i: int) -> dict[str, object]:
 def test_score_by_id_returns_the_batch_values_exactly(client, batch_table):
     picks = batch_table.iloc[::97]
     ids = picks["customer_id"].tolist()
-    r = _post(client, "/score", {"customer_ids": ids, "explain": True})
-    assert r.status_code == 200
+    r = _post(client, "/score", {"customer_ids": ids + ["no-such-customer"], "explain": True})
+    assert r.status_code == 200 and r.headers["content-type"].startswith("application/json")
     body = r.json()
+    # The body is built as plain JSON; it must be exactly what the published schema describes.
+    assert ScoreResponse.model_validate(body).model_dump(mode="json") == body
+    assert body["results"].pop() == {
+        "customer_id": "no-such-customer", "status": "not_found", **dict.fromkeys(SCORE_FIELDS), "reasons": []
+    }
     first = batch_table.iloc[0]
     assert body["cutoff"] == str(first["cutoff"])
     assert body["model_versions"] == {
