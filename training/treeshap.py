@@ -73,7 +73,7 @@ def _trees(model_text: str) -> tuple[int, list[dict[str, str]]]:
         int(line.split("=", 1)[1]) for line in head.splitlines() if line.startswith("max_feature_idx=")
     ) + 1
     trees = []
-    for block in ("Tree=" + body).split("\nTree=")[0:]:
+    for block in ("Tree=" + body).split("\nTree="):
         if "num_leaves=" not in block:
             continue
         block = block.split("\nend of trees", 1)[0]
