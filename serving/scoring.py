@@ -474,9 +474,10 @@ class Scorer:
         out.update(self._clv_outputs(enc.btyd))
         out["lifecycle_stage"], out["value_tier"] = enc.lifecycle_stage, enc.value_tier
         out["recency_days"] = enc.recency_days
-        out.update(self._no_reasons(n))
         if explain:
             self.add_reasons(enc, out, population)
+        else:
+            out.update(self._no_reasons(n))
         for kind, version in self.versions().items():
             out[f"{kind}_model_version"] = np.full(n, version, dtype=object)
         return out
