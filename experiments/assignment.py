@@ -29,6 +29,8 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from features.schema import text_lengths
+
 GLOBAL_HOLDOUT_SALT = "siyu-global-holdout"
 GLOBAL_HOLDOUT_SHARE = 0.05
 #: Arm label of global-holdout customers inside a campaign assignment (matches the touches contract).
@@ -56,7 +58,8 @@ ASSIGNMENT_LOG_COLUMNS: tuple[str, ...] = (
 def _as_id_array(customer_ids: pd.Series | Sequence[str]) -> np.ndarray:
     """Customer ids as an object array of str; rejects missing or empty ids, listing all of them."""
     ids = pd.Series(customer_ids, dtype=object).reset_index(drop=True)
-    if _all_nonempty_strings(ids):
+    lengths = text_lengths(ids)
+    if lengths is not None and (lengths > 0).all():  # the common case, checked in Arrow
         return ids.to_numpy(dtype=object)
     bad = ids.isna() | (ids.astype(str).str.len() == 0)
     if bad.any():
@@ -67,18 +70,6 @@ def _as_id_array(customer_ids: pd.Series | Sequence[str]) -> np.ndarray:
         rows = np.flatnonzero(non_str.to_numpy())[:50].tolist()
         raise TypeError(f"{int(non_str.sum())} customer ids are not strings (rows {rows})")
     return ids.to_numpy(dtype=object)
-
-
-def _all_nonempty_strings(ids: pd.Series) -> bool:
-    """Fast check (in Arrow) that every id is a non-empty string; the slow path names the bad rows."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    try:
-        arr = pa.array(ids.to_numpy(dtype=object), type=pa.string(), from_pandas=True)
-    except (pa.ArrowInvalid, pa.ArrowTypeError):
-        return False
-    return arr.null_count == 0 and not pc.any(pc.equal(pc.utf8_length(arr), 0)).as_py()
 
 
 def hash_uniform(customer_ids: pd.Series | Sequence[str], salt: str) -> np.ndarray:

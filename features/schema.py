@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 import pandera.pandas as pa
 from pandera.errors import SchemaErrors
@@ -71,6 +72,19 @@ IDENTITY_SOURCES: tuple[str, ...] = (
 
 _UTC = pd.DatetimeTZDtype(tz="UTC")
 _MONEY_TOL = 1e-6
+
+
+def text_lengths(values: pd.Series) -> np.ndarray | None:
+    """Character lengths of string values (missing → 0), counted in Arrow without a Python call per
+    value; None when some value is neither a string nor missing (callers then name the bad rows)."""
+    import pyarrow
+    import pyarrow.compute as pc
+
+    try:
+        text = pyarrow.array(values.to_numpy(dtype=object), type=pyarrow.string(), from_pandas=True)
+    except (pyarrow.ArrowInvalid, pyarrow.ArrowTypeError):
+        return None
+    return pc.fill_null(pc.utf8_length(text), 0).to_numpy(zero_copy_only=False)
 
 
 def _utc_ts(nullable: bool = False) -> pa.Column:

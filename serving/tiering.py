@@ -31,15 +31,13 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 import pandera.pandas as pa
-import pyarrow
-import pyarrow.compute as pc
 import yaml
 from pandera.errors import SchemaErrors
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from experiments.assignment import global_holdout_mask
 from features.as_of import business_day_number
-from features.schema import ARMS, TOUCH_CHANNELS, ContractError, ValidationReport
+from features.schema import ARMS, TOUCH_CHANNELS, ContractError, ValidationReport, text_lengths
 
 LifecycleStage = Literal["new", "growing", "mature", "dormant", "lapsed"]
 ValueTier = Literal["high", "mid", "low", "none"]
@@ -226,12 +224,9 @@ def _finite(s: pd.Series) -> pd.Series:
 def _nonempty_str(s: pd.Series) -> pd.Series:
     if not (pd.api.types.is_object_dtype(s) or pd.api.types.is_string_dtype(s)):
         return pd.Series(False, index=s.index)
-    try:  # all strings or missing (the common case): lengths in Arrow, no Python call per value
-        text = pyarrow.array(s.to_numpy(dtype=object), type=pyarrow.string(), from_pandas=True)
-    except (pyarrow.ArrowInvalid, pyarrow.ArrowTypeError):
-        # The .str accessor gives NaN for anything that is not a string.
+    lengths = text_lengths(s)
+    if lengths is None:  # some value is not a string: the .str accessor gives NaN for those
         return s.str.len().fillna(0).gt(0) & s.map(type).eq(str)
-    lengths = pc.fill_null(pc.utf8_length(text), 0).to_numpy(zero_copy_only=False)
     return pd.Series(lengths > 0, index=s.index)
 
 

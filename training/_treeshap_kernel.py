@@ -16,23 +16,17 @@ import numpy as np
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _goes_left(x, threshold, decision, cat_begin, cat_end, cat_words, zero_threshold):  # noqa: ANN001, ANN202
-    if decision & 1:  # categorical: NaN and negative codes go right, else the category bitset decides
-        if math.isnan(x):
-            return False
-        code = int(x)
-        if code < 0:
-            return False
-        word = code // 32
-        if word >= cat_end - cat_begin:
-            return False
-        return ((cat_words[cat_begin + word] >> (code % 32)) & 1) == 1
-    missing = (decision >> 2) & 3  # 0 none, 1 zero, 2 NaN
-    if math.isnan(x) and missing != 2:
-        x = 0.0
-    if (missing == 1 and -zero_threshold <= x <= zero_threshold) or (missing == 2 and math.isnan(x)):
-        return (decision & 2) != 0  # the default direction
-    return x <= threshold
+def _category_left(x, cat_begin, cat_end, cat_words):  # noqa: ANN001, ANN202
+    """LightGBM's CategoricalDecision: NaN and negative codes go right, else the category bitset decides."""
+    if math.isnan(x):
+        return False
+    code = int(x)
+    if code < 0:
+        return False
+    word = code // 32
+    if word >= cat_end - cat_begin:
+        return False
+    return ((cat_words[cat_begin + word] >> (code % 32)) & 1) == 1
 
 
 @numba.njit(cache=True, nogil=True)
@@ -41,7 +35,7 @@ def _decide(values, threshold, decision, cat_begin, cat_end, cat_words, zero_thr
     m = values.shape[0]
     if decision & 1:
         for r in range(m):
-            out[r] = _goes_left(values[r], threshold, decision, cat_begin, cat_end, cat_words, zero_threshold)
+            out[r] = _category_left(values[r], cat_begin, cat_end, cat_words)
         return
     missing = (decision >> 2) & 3
     default_left = (decision & 2) != 0

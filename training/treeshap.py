@@ -33,7 +33,7 @@ import numpy as np
 
 #: LightGBM's kZeroThreshold (1e-35f) as the double it is promoted to in the comparisons.
 _ZERO_THRESHOLD = float(np.float32(1e-35))
-_CATEGORICAL, _DEFAULT_LEFT = 1, 2
+_CATEGORICAL = 1  # decision_type bit of a categorical split
 
 
 @dataclass(frozen=True)

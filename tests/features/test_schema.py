@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 
 from features.io import write_table
 from features.pii import MissingPIIKeyError, hash_identifier, pii_key
-from features.schema import ContractError, check_table, validate_table
+from features.schema import ContractError, check_table, text_lengths, validate_table
 from siyu.cli import app
 
 
@@ -98,3 +98,9 @@ def test_pii_key_required(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(MissingPIIKeyError, match="SIYU_PII_KEY"):
         pii_key()
     assert pii_key("explicit") == b"explicit"
+
+
+def test_text_lengths_count_characters_and_refuse_non_strings():
+    got = text_lengths(pd.Series(["C1", "", None, "会员42", float("nan")], dtype=object))
+    assert got is not None and got.tolist() == [2, 0, 0, 4, 0]
+    assert text_lengths(pd.Series(["a", 7], dtype=object)) is None
