@@ -211,7 +211,7 @@ def _mlflow_rows(store_uri: str, data: Path, ids: list[str]) -> tuple[list[str],
     scorer = Scorer.fit(models, snapshot, CUTOFF)
     features = list(models.churn.estimator.feature_names_in_)
     rows = snapshot[snapshot["customer_id"].isin(ids)]
-    X = scorer._features(rows.reset_index(drop=True), models.churn, {})[features]
+    X = scorer.feature_frame(rows.reset_index(drop=True))[features]
     X = X.astype(object).where(pd.notna(X), None)
     return features, {
         cid: list(r) for cid, r in zip(rows["customer_id"], X.itertuples(index=False), strict=True)

@@ -38,7 +38,7 @@ from scipy.stats import norm
 from features.labels import CHURN_ACTIVE_DAYS
 from training import btyd_baseline as bb
 from training import clv
-from training.classifiers import LGBMCalibratedClassifier
+from training.classifiers import LGBMCalibratedClassifier, numeric
 from training.config import BTYDFeatures, ModelKind
 from training.explain import reason_codes
 from training.registry import (
@@ -246,6 +246,13 @@ class _CLVMath:
         return value, np.where(ok, value * np.exp(-half), value), np.where(ok, value * np.exp(half), value)
 
 
+def _text(values: Any) -> np.ndarray:
+    """Values as Python strings in an object array (ids)."""
+    if isinstance(values, pd.Series):
+        return values.astype(str).to_numpy(dtype=object)
+    return np.array([str(v) for v in values], dtype=object)
+
+
 def _quadratic_form(g: list[np.ndarray], cov: np.ndarray) -> np.ndarray:
     """gᵀ Σ g per row, element-wise (no reductions whose order could depend on the batch)."""
     out = np.zeros_like(g[0])
@@ -408,48 +415,74 @@ class Scorer:
         est = c.estimator
         return json.dumps([list(est.feature_names_in_), est.categories_, _btyd_key(c.btyd)], sort_keys=True)
 
-    def _features(
-        self, rows: pd.DataFrame, c: ClassifierChampion, cache: dict[str, pd.DataFrame]
-    ) -> pd.DataFrame:
-        generated = c.btyd_columns()
-        if not generated:
-            return rows
-        key = _btyd_key(c.btyd)
-        if key not in cache:
-            fit = self.feature_fits.get(key)
-            T = rows[bb.AGE].to_numpy(dtype=float)
-            history = np.isfinite(T) & (T > 0) & rows[bb.FREQUENCY].notna().to_numpy()
-            if fit is None or not (history & rows[bb.RECENCY].notna().to_numpy()).any():
-                # No fit, or no row with a purchase history: the features are missing (NaN), as in training.
-                fit = bb.BTYDFit(pd.Timestamp(self.cutoff), None, None, 0)
-            cache[key] = bb.btyd_feature_frame(
-                fit, rows, c.btyd.horizons_days, c.btyd.clv_months, c.btyd.monthly_discount_rate
-            )
-        extra = cache[key]
-        return pd.concat([rows.drop(columns=[x for x in extra.columns if x in rows.columns]), extra], axis=1)
-
     def encode(self, rows: pd.DataFrame) -> EncodedRows:
         """Encode snapshot rows for the models (raises ValueError naming any missing column)."""
         missing = [c for c in self.required_columns() if c not in rows.columns]
         if missing:
             raise ValueError(f"rows lack {len(missing)} snapshot columns: {missing}")
-        rows = rows.reset_index(drop=True)
-        cache: dict[str, pd.DataFrame] = {}
+        return self._encode_columns({c: rows[c] for c in self.required_columns()})
+
+    def encode_records(self, records: list[dict[str, Any]]) -> EncodedRows:
+        """Encode rows given as dicts of typed values (validated inline rows), without a DataFrame.
+
+        Equal to ``encode(pd.DataFrame(records))`` (tested) at a fraction of the cost for a few rows: an
+        HTTP request's rows go straight into the arrays the models read.
+        """
+        missing = sorted({c for c in self.required_columns() for r in records if c not in r})
+        if missing:
+            raise ValueError(f"rows lack {len(missing)} snapshot columns: {missing}")
+        text = self._text_columns()
+        return self._encode_columns({
+            c: np.array([r[c] for r in records], dtype=object if c in text else np.float64)
+            for c in self.required_columns()
+        })
+
+    def _text_columns(self) -> set[str]:
+        """Required columns that hold text: ids, states and the classifiers' categorical features."""
+        cats = {f for kind in CLASSIFIERS for f in classifier(self.models, kind).estimator.categories_}
+        return {"customer_id", "lifecycle_stage", "value_tier", *cats}
+
+    def _encode_columns(self, columns: dict[str, Any]) -> EncodedRows:
+        """Encode named column arrays (Series or numpy) of equal length; see :meth:`encode`."""
+        btyd = np.column_stack([numeric(columns[c]) for c in bb.BTYD_INPUTS])
         X: dict[str, np.ndarray] = {}
+        generated: dict[str, dict[str, np.ndarray]] = {}
         for kind in CLASSIFIERS:
             c, key = classifier(self.models, kind), self._input_key[kind]
-            if key not in X:
-                # The classifier's own encoding (category codes from training), so values match predict_proba.
-                X[key] = c.estimator._encode(self._features(rows, c, cache)).to_numpy(dtype=np.float64)
-        btyd = rows[list(bb.BTYD_INPUTS)].to_numpy(dtype=np.float64)
+            if key in X:
+                continue
+            inputs = columns
+            if c.btyd_columns():
+                settings = _btyd_key(c.btyd)
+                if settings not in generated:
+                    generated[settings] = self._btyd_features(c, btyd)
+                inputs = {**columns, **generated[settings]}
+            # The classifier's own encoding (category codes from training), so values match predict_proba.
+            X[key] = c.estimator.encode_columns(inputs)
         btyd[:, 3] = np.nan_to_num(btyd[:, 3], nan=0.0)
         return EncodedRows(
-            rows["customer_id"].astype(str).to_numpy(dtype=object),
+            _text(columns["customer_id"]),
             X,
             btyd,
-            rows["lifecycle_stage"].astype(object).to_numpy(),
-            rows["value_tier"].astype(object).to_numpy(),
-            rows["recency_days"].to_numpy(dtype=np.float64),
+            np.asarray(columns["lifecycle_stage"], dtype=object),
+            np.asarray(columns["value_tier"], dtype=object),
+            numeric(columns["recency_days"]),
+        )
+
+    def feature_frame(self, rows: pd.DataFrame, kind: ModelKind = ModelKind.churn) -> pd.DataFrame:
+        """Snapshot ``rows`` with the classifier's ``btyd_*`` features at this cutoff: its input frame."""
+        c = classifier(self.models, kind)
+        if not c.btyd_columns():
+            return rows
+        btyd = np.column_stack([numeric(rows[col]) for col in bb.BTYD_INPUTS])
+        extra = pd.DataFrame(self._btyd_features(c, btyd), index=rows.index)
+        return pd.concat([rows.drop(columns=[x for x in extra.columns if x in rows.columns]), extra], axis=1)
+
+    def _btyd_features(self, c: ClassifierChampion, btyd: np.ndarray) -> dict[str, np.ndarray]:
+        """The classifier's ``btyd_*`` features from the cutoff's fit (NaN without a fit, as in training)."""
+        fit = self.feature_fits.get(_btyd_key(c.btyd)) or bb.BTYDFit(pd.Timestamp(self.cutoff), None, None, 0)
+        return bb.btyd_feature_arrays(
+            fit, btyd, c.btyd.horizons_days, c.btyd.clv_months, c.btyd.monthly_discount_rate
         )
 
     # -- scoring ------------------------------------------------------------------------------

@@ -171,12 +171,13 @@ def _scored(
         rows = np.array([p for p in pos if p >= 0], dtype=np.int64)
         extras = state.extras.iloc[rows] if with_extras else state.extras.iloc[:0]
         return ids, state.scores_of(rows, explain), found, extras.reset_index(drop=True)
-    frame = pd.DataFrame([r.model_dump() for r in req.rows])  # type: ignore[union-attr]
-    ids = frame["customer_id"].tolist()
+    records = [r.model_dump() for r in req.rows]  # type: ignore[union-attr]
+    ids = [r["customer_id"] for r in records]
     found = np.arange(len(ids), dtype=np.int64)
-    enc = state.scorer.encode(frame)
-    extras = frame[[c for c in state.extras.columns if c in frame.columns]]
-    return ids, state.scorer.score_encoded(enc, explain=explain), found, extras.reset_index(drop=True)
+    enc = state.scorer.encode_records(records)
+    columns = list(state.extras.columns)
+    extras = pd.DataFrame.from_records(records, columns=columns) if with_extras else state.extras.iloc[:0]
+    return ids, state.scorer.score_encoded(enc, explain=explain), found, extras
 
 
 def _number(v: Any) -> float | None:

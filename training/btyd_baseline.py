@@ -88,23 +88,45 @@ def fit_btyd(rows: pd.DataFrame, cutoff: Any, penalizers: list[float] | None = N
     return fit
 
 
+def btyd_feature_names(horizons_days: list[int]) -> list[str]:
+    """Names of the BTYD features, in order."""
+    return ["btyd_p_alive", *[f"btyd_exp_purchases_{h}d" for h in horizons_days], "btyd_clv"]
+
+
+def btyd_feature_arrays(fit: BTYDFit, summary: np.ndarray, horizons_days: list[int], months: int,
+                        monthly_discount_rate: float) -> dict[str, np.ndarray]:
+    """The BTYD features from the (x, t_x, T, mean spend) summary in days, one float array each.
+
+    ``summary`` holds :data:`BTYD_INPUTS` as columns. Rows without a purchase history (T missing or 0,
+    x or t_x missing) and every row of a failed fit get NaN.
+    """
+    n = len(summary)
+    out = {c: np.full(n, np.nan) for c in btyd_feature_names(horizons_days)}
+    x, t_x, T, m = (summary[:, i] for i in range(4))
+    with np.errstate(invalid="ignore"):
+        ok = ~np.isnan(T) & (T > 0) & ~np.isnan(x) & ~np.isnan(t_x)
+    if fit.bg is None or not ok.any():
+        return out
+    x, t_x, T, m = x[ok], t_x[ok], T[ok], np.where(np.isnan(m[ok]), 0.0, m[ok])
+    out["btyd_p_alive"][ok] = fit.bg.p_alive(x, t_x, T)
+    for h in horizons_days:
+        out[f"btyd_exp_purchases_{h}d"][ok] = fit.bg.expected_purchases(float(h), x, t_x, T)
+    if fit.gg is not None:
+        out["btyd_clv"][ok] = clv.customer_lifetime_value(
+            fit.bg, fit.gg, x, t_x, T, m, months=months, monthly_discount_rate=monthly_discount_rate,
+            time_unit_days=1.0)
+    return out
+
+
 def btyd_feature_frame(fit: BTYDFit, rows: pd.DataFrame, horizons_days: list[int], months: int,
                        monthly_discount_rate: float) -> pd.DataFrame:
     """``btyd_p_alive``, ``btyd_exp_purchases_{h}d``, ``btyd_clv`` for ``rows`` (NaN where undefined)."""
-    cols = ["btyd_p_alive", *[f"btyd_exp_purchases_{h}d" for h in horizons_days], "btyd_clv"]
-    out = pd.DataFrame(np.nan, index=rows.index, columns=cols)
-    if fit.bg is None:
-        return out
-    buyers = _buyers(rows)
-    x, t_x, T = buyers[FREQUENCY], buyers[RECENCY], buyers[AGE]
-    out.loc[buyers.index, "btyd_p_alive"] = fit.bg.p_alive(x, t_x, T)
-    for h in horizons_days:
-        out.loc[buyers.index, f"btyd_exp_purchases_{h}d"] = fit.bg.expected_purchases(float(h), x, t_x, T)
-    if fit.gg is not None:
-        out.loc[buyers.index, "btyd_clv"] = clv.customer_lifetime_value(
-            fit.bg, fit.gg, x, t_x, T, buyers[MONETARY].fillna(0.0), months=months,
-            monthly_discount_rate=monthly_discount_rate, time_unit_days=1.0)
-    return out
+    missing = [c for c in BTYD_INPUTS if c not in rows.columns]
+    if missing:
+        raise ValueError(f"snapshot lacks the BTYD summary columns {missing}")
+    summary = np.column_stack([rows[c].to_numpy(dtype=float, na_value=np.nan) for c in BTYD_INPUTS])
+    arrays = btyd_feature_arrays(fit, summary, horizons_days, months, monthly_discount_rate)
+    return pd.DataFrame(arrays, index=rows.index)
 
 
 def add_btyd_features(

@@ -37,7 +37,7 @@ def test_probabilities_are_the_registered_pyfunc_models(served_world, scorer, sn
     churn = tracking.load_model("models:/siyu-churn@champion", uri=served_world.store_uri)
     rep = tracking.load_model("models:/siyu-repurchase-7d@champion", uri=served_world.store_uri)
     assert scorer.versions() == {"churn": churn.version, "repurchase_7d": rep.version, "clv": "1"}
-    X = scorer._features(snapshot, scorer.models.churn, {})
+    X = scorer.feature_frame(snapshot)
     inside = scores["p_churn"].notna().to_numpy()
     assert 0.3 < inside.mean() < 1.0
     assert np.array_equal(scores["p_churn"].to_numpy()[inside], churn.predict(X)[inside])
@@ -55,7 +55,7 @@ def test_churn_speaks_only_for_its_population(scores, snapshot):
 
 def test_shap_reasons_are_lightgbm_pred_contrib(scorer, snapshot, scores):
     est = scorer.models.churn.estimator
-    X = scorer._features(snapshot, scorer.models.churn, {})
+    X = scorer.feature_frame(snapshot)
     contrib = est.contributions(X).drop(columns="bias")
     expected = reason_codes(contrib, k=3, direction="up")
     inside = scores["p_churn"].notna().to_numpy()
@@ -80,7 +80,7 @@ def test_btyd_features_are_training_s_path_at_the_scoring_cutoff(scorer, snapsho
     expected, _ = bb.add_btyd_features(
         frame, c.btyd.horizons_days, c.btyd.clv_months, c.btyd.monthly_discount_rate, c.btyd.penalizers
     )
-    got = scorer._features(snapshot, c, {})
+    got = scorer.feature_frame(snapshot)
     cols = c.btyd_columns()
     assert cols and set(cols) <= set(c.estimator.feature_names_in_)
     pd.testing.assert_frame_equal(
@@ -178,3 +178,39 @@ def test_probabilities_equal_the_registry_prepare_and_predict_path(scorer, snaps
         scores["p_churn"].to_numpy()[inside], churn.predict_proba(churn.prepare(snapshot))[inside]
     )
     assert np.array_equal(scores["p_repurchase_7d"].to_numpy(), rep.predict_proba(rep.prepare(snapshot)))
+
+
+def _records(rows: pd.DataFrame) -> list[dict[str, object]]:
+    """Rows as an HTTP request carries them: Python values, missing as None, no cutoff."""
+    frame = rows.drop(columns=["cutoff"]).astype(object)
+    return frame.where(frame.notna(), None).to_dict("records")
+
+
+def test_encoded_records_equal_the_encoded_frame_bit_for_bit(scorer, snapshot, scores):
+    rows = snapshot.sample(60, random_state=3).reset_index(drop=True)
+    # Unseen and missing categories, missing numbers, no purchase history: every encoding branch.
+    rows.loc[0, "acquisition_channel"] = "a-channel-never-seen"
+    rows.loc[1, ["member_level", "preferred_channel"]] = None
+    rows.loc[2, ["n_orders", "recency_days", "aov"]] = np.nan
+    rows.loc[3, list(bb.BTYD_INPUTS)] = np.nan
+    records = _records(rows)
+    for size in (1, 5, len(records)):  # a request's few rows and more (the categories' two lookups)
+        got = scorer.encode_records(records[:size])
+        want = scorer.encode(rows.iloc[:size])
+        assert got.X.keys() == want.X.keys()
+        for key in want.X:
+            np.testing.assert_array_equal(got.X[key], want.X[key])
+        np.testing.assert_array_equal(got.btyd, want.btyd)
+        assert got.customer_id.tolist() == want.customer_id.tolist()
+        np.testing.assert_array_equal(got.recency_days, want.recency_days)
+    picks = rows.index[4:].tolist()
+    live = pd.DataFrame(scorer.score_encoded(scorer.encode_records(records[4:])), columns=scorer.columns())
+    at = snapshot.set_index("customer_id").index.get_indexer(rows.loc[picks, "customer_id"])
+    pd.testing.assert_frame_equal(live, scores.iloc[at].reset_index(drop=True), check_exact=True)
+
+
+def test_records_missing_a_column_are_named(scorer, snapshot):
+    records = _records(snapshot.iloc[:2])
+    del records[1]["n_orders"]
+    with pytest.raises(ValueError, match="n_orders"):
+        scorer.encode_records(records)
