@@ -25,6 +25,7 @@ import datetime as dt
 import sys
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -147,12 +148,13 @@ def score_chunks(
     """Score the snapshot chunk by chunk in this process (bounded memory, progress bar)."""
     starts = range(0, len(snapshot), chunk_rows)
     parts = [
-        scorer.score(snapshot.iloc[s : s + chunk_rows], explain=explain)
+        scorer.score_encoded(scorer.encode(snapshot.iloc[s : s + chunk_rows]), explain=explain)
         for s in tqdm(starts, desc="scoring", unit="chunk", disable=not progress)
     ]
     if not parts:
         return pd.DataFrame(columns=scorer.columns())
-    return pd.concat(parts, ignore_index=True)
+    # One frame from whole columns: concatenating per-chunk frames checks every object cell for NA.
+    return pd.DataFrame({c: np.concatenate([p[c] for p in parts]) for c in scorer.columns()})
 
 
 def _spark_schema(scorer: Scorer) -> str:
@@ -288,14 +290,18 @@ def run_batch(
     from serving.tiering import load_policy
 
     timer = _StepTimer(tqdm(total=7, desc=f"siyu score {cfg.cutoff}", unit="step", disable=not progress))
-    with timer("snapshot"):
-        snapshot, reused = snapshot_at(cfg.data_dir, cfg.cutoff, cfg.engine)
-        snapshot = snapshot.sort_values("customer_id", kind="stable").reset_index(drop=True)
-    with timer("models"):
-        models = models or load_champions(cfg.alias)
-        scorer = Scorer.fit(
-            models, snapshot, cfg.cutoff, ScoringConfig(trees=cfg.scoring_trees(len(snapshot)))
-        )
+    # The registry is read (and artifact checksums verified) while the engine builds the snapshot: the
+    # two wait on different things, and the snapshot query does not hold the GIL.
+    with ThreadPoolExecutor(1, thread_name_prefix="siyu-models") as pool:
+        loading = pool.submit(load_champions, cfg.alias) if models is None else None
+        with timer("snapshot"):
+            snapshot, reused = snapshot_at(cfg.data_dir, cfg.cutoff, cfg.engine)
+            snapshot = snapshot.sort_values("customer_id", kind="stable").reset_index(drop=True)
+        with timer("models"):
+            models = loading.result() if loading is not None else models
+            scorer = Scorer.fit(
+                models, snapshot, cfg.cutoff, ScoringConfig(trees=cfg.scoring_trees(len(snapshot)))
+            )
     with timer("prepare"):
         scorer.prepare(explain=cfg.explain != "none")  # compiled boosters: cached per model version
     if cfg.engine == "spark" and spark is None:
