@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -102,19 +103,33 @@ def stack_training_set(
     engine: str | Engine | EngineConfig = "duckdb",
 ) -> pd.DataFrame:
     """Snapshots × labels for each cutoff of a data directory or of in-memory contract tables."""
+    return pd.concat(
+        list(iter_training_set(source, cutoffs, churn_horizon_days, progress, engine)), ignore_index=True
+    )
+
+
+def iter_training_set(
+    source: Source,
+    cutoffs: list[dt.date] | list[str],
+    churn_horizon_days: int = 90,
+    progress: bool = True,
+    engine: str | Engine | EngineConfig = "duckdb",
+) -> Iterator[pd.DataFrame]:
+    """The labelled snapshot of each distinct cutoff in date order, one at a time.
+
+    A consumer that reduces each cutoff (e.g. to one model's labelled rows) never holds the whole stack.
+    """
     if not cutoffs:
         raise ValueError("give at least one cutoff")
     eng, owned = open_engine(engine)
     try:
         end = data_end(source, eng)
-        parts = []
         days = sorted({pd.Timestamp(c).date() for c in cutoffs})
         for cutoff in tqdm(days, desc="cutoffs", disable=not progress):
-            parts.append(_labelled_snapshot(source, cutoff, churn_horizon_days, end, eng))
+            yield _labelled_snapshot(source, cutoff, churn_horizon_days, end, eng)
     finally:
         if owned:
             eng.close()
-    return pd.concat(parts, ignore_index=True)
 
 
 def _labelled_snapshot(

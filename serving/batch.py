@@ -6,7 +6,7 @@
    :func:`features.snapshot.build_snapshot` (on the same engine) and written there;
 2. the champion models are loaded by alias (checksums verified) and bound to the cutoff
    (:class:`serving.scoring.Scorer`, which refits the classifiers' BTYD features on that snapshot);
-3. every customer is scored — the boosters compiled to native code (:mod:`serving.trees`, cached per
+3. every customer is scored — the boosters compiled to native code (:mod:`training.trees`, cached per
    model version) for large snapshots — in chunks on DuckDB's side of the house (pandas), or in Spark
    ``mapInPandas`` tasks that rebuild the scorer from its JSON payload (LightGBM model text and BTYD
    parameters, no pickled models);

@@ -71,7 +71,7 @@ class ScoringConfig:
     #: The churn model's population: a purchase in the last this many days (as its label); NaN outside.
     churn_active_days: int = CHURN_ACTIVE_DAYS
     #: Tree predictor: "lightgbm" (LightGBM's own) or "native" (the boosters compiled by
-    #: :mod:`serving.trees`, bit-identical and several times faster; LightGBM where it cannot compile).
+    #: :mod:`training.trees`, bit-identical and several times faster; LightGBM where it cannot compile).
     trees: Literal["lightgbm", "native"] = "lightgbm"
 
     def __post_init__(self) -> None:
@@ -340,7 +340,7 @@ class Scorer:
         if explain:
             self._explainer().contributions(np.zeros((1, len(self.models.churn.estimator.feature_names_in_))))
         if self.config.trees == "native":
-            from serving.trees import native_booster
+            from training.trees import native_booster
 
             for kind in CLASSIFIERS:
                 if kind not in self._native:

@@ -74,7 +74,7 @@ class ServiceSettings:
     data_dir: Path
     alias: str = "champion"
     policy_path: Path | None = None
-    #: native: the boosters compiled at start (serving.trees; same values, faster); lightgbm: LightGBM's.
+    #: native: the boosters compiled at start (training.trees; same values, faster); lightgbm: LightGBM's.
     trees: Literal["native", "lightgbm"] = "native"
 
     @classmethod

@@ -59,6 +59,8 @@ def category_codes(values: Any, categories: list[str]) -> np.ndarray:
 
 
 _SMALL = 64
+#: ``predictor="auto"`` walks the trees natively from this many rows (below, compiling costs more).
+NATIVE_MIN_ROWS = 200_000
 
 
 @functools.lru_cache(maxsize=256)
@@ -207,6 +209,7 @@ class LGBMCalibratedClassifier(ClassifierMixin, BaseEstimator):
         max_cat_to_onehot: int = 8,
         calibration: Literal["isotonic", "sigmoid", "none"] = "isotonic",
         seed: int = 7,
+        predictor: Literal["auto", "lightgbm", "native"] = "auto",
     ):
         self.learning_rate = learning_rate
         self.num_leaves = num_leaves
@@ -222,6 +225,7 @@ class LGBMCalibratedClassifier(ClassifierMixin, BaseEstimator):
         self.max_cat_to_onehot = max_cat_to_onehot
         self.calibration = calibration
         self.seed = seed
+        self.predictor = predictor
 
     # -- parameters --------------------------------------------------------------------------
     def lgb_params(self) -> dict[str, Any]:
@@ -315,9 +319,32 @@ class LGBMCalibratedClassifier(ClassifierMixin, BaseEstimator):
         return self
 
     def predict_raw(self, X: Any) -> np.ndarray:
-        """Uncalibrated booster probability."""
+        """Uncalibrated booster probability.
+
+        ``predictor`` picks the tree walker: LightGBM's, or the booster compiled to native code
+        (:mod:`training.trees`: the same doubles, several times faster, compiled once per model text
+        and cached — the scoring jobs then find it built). ``auto`` compiles from
+        :data:`NATIVE_MIN_ROWS` rows, where the compilation pays for itself.
+        """
         check_is_fitted(self, "booster_")
-        return self.booster_.predict(self._encode(X), num_iteration=self.best_iteration_)
+        df = _as_frame(X, self.feature_names_in_.tolist())
+        Xe = self.encode_columns(df)
+        native = self._native_booster(len(Xe))
+        if native is not None:
+            return native.predict(Xe)
+        return self.booster_.predict(Xe, num_iteration=self.best_iteration_)
+
+    def _native_booster(self, rows: int) -> Any:
+        if self.predictor == "lightgbm" or (self.predictor == "auto" and rows < NATIVE_MIN_ROWS):
+            return None
+        text = self.model_text()
+        cached = getattr(self, "_native", None)
+        if cached is None or cached[0] != text:
+            from training.trees import native_booster
+
+            cached = (text, native_booster(text, self.num_threads))  # None without a C compiler
+            self._native = cached
+        return cached[1]
 
     def predict_proba(self, X: Any) -> np.ndarray:
         """Calibrated class probabilities, shape (n, 2)."""

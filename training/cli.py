@@ -34,7 +34,6 @@ def _train(models: list[str], data: Path, config: Path | None, seed: int | None,
     from tqdm.auto import tqdm
 
     from features.io import data_fingerprint
-    from training import btyd_baseline as bb
     from training import pipeline as pl
     from training.config import LABEL_COLUMNS, ModelKind
 
@@ -50,23 +49,21 @@ def _train(models: list[str], data: Path, config: Path | None, seed: int | None,
         cutoffs = [mcfg.clv.cutoff] if kind is ModelKind.clv else mcfg.plan().all_cutoffs()
         echo(f"[{kind.value}] building the training set for {len(cutoffs)} cutoffs "
              f"({cutoffs[0]} … {cutoffs[-1]})")
-        df = pl.load_training_frame(data, cutoffs, mcfg)
-        manifest = {"cutoffs": [c.isoformat() for c in cutoffs], "rows": len(df),
-                    "training_set_sha256": pl.frame_fingerprint(df), "data_fingerprint": fingerprint}
         if kind is ModelKind.clv:
+            df = pl.load_training_frame(data, cutoffs, mcfg)
+            manifest = _manifest(cutoffs, df, fingerprint)
             outcome = pl.fit_clv(df, mcfg, echo=echo)
             summary = pl.run_clv(outcome, mcfg, fingerprint, manifest, echo=echo)
         else:
-            fits: list[bb.BTYDFit] = []
-            if mcfg.btyd.enabled:
-                df, fits = bb.add_btyd_features(df, mcfg.btyd.horizons_days, mcfg.btyd.clv_months,
-                                                mcfg.btyd.monthly_discount_rate, mcfg.btyd.penalizers,
-                                                progress=tqdm)
+            # Labelled rows only, with their BTYD features (fitted per cutoff on every customer).
+            df, fits = pl.load_classifier_frame(data, mcfg)
+            manifest = _manifest(cutoffs, df, fingerprint)
             truth_scores = _truth_scores(truth, df, mcfg, LABEL_COLUMNS[kind]) if truth else None
             echo(f"[{kind.value}] fitting LightGBM + baselines")
             outcome = pl.fit_classifier(df, mcfg, fits, truth_scores, echo=echo)
             _print_table(outcome.metrics, echo)
             summary = pl.run_classifier(outcome, mcfg, fingerprint, manifest, echo=echo)
+        del df, outcome  # before the next model's frame is built
         summaries.append(summary)
         if out is not None:
             out.mkdir(parents=True, exist_ok=True)
@@ -77,6 +74,13 @@ def _train(models: list[str], data: Path, config: Path | None, seed: int | None,
     echo("summary:")
     for s in summaries:
         echo(f"  {s.kind.value:14s} v{s.version} {s.alias:10s} run {s.run_id}  {s.reason}")
+
+
+def _manifest(cutoffs: list[Any], df: Any, fingerprint: str) -> dict[str, Any]:
+    from training import pipeline as pl
+
+    return {"cutoffs": [c.isoformat() for c in cutoffs], "rows": len(df),
+            "training_set_sha256": pl.frame_fingerprint(df), "data_fingerprint": fingerprint}
 
 
 def _truth(data: Path) -> Any:

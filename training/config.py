@@ -157,6 +157,9 @@ class LightGBMParams(_Strict):
     early_stopping_rounds: int = Field(50, ge=1)
     num_threads: int = Field(1, ge=1)
     max_cat_to_onehot: int = Field(8, ge=1)
+    #: Tree walker for predictions during training (calibration, evaluation): LightGBM's, the booster
+    #: compiled to native code (same values, faster), or auto (native for large prediction sets).
+    predictor: Literal["auto", "lightgbm", "native"] = "auto"
 
 
 class PromotionThresholds(_Strict):
@@ -208,6 +211,9 @@ class TrainingConfig(_Strict):
     tracking_uri: str = Field("sqlite:///mlruns.db", description="overridden by MLFLOW_TRACKING_URI")
     experiment_prefix: str = "siyu"
     top_k_reasons: int = Field(3, ge=1)
+    #: The logistic baseline is fitted on at most this many training rows (a seeded sample): its few
+    #: dozen coefficients settle long before, and on a million customers the whole fold costs a minute.
+    baseline_max_rows: int = Field(250_000, ge=1_000)
 
     @field_validator("model", mode="before")
     @classmethod

@@ -63,6 +63,38 @@ def load_training_frame(data_dir: str | Path, cutoffs: list[dt.date], cfg: Train
     return df.sort_values(list(KEYS), kind="stable", ignore_index=True)
 
 
+def load_classifier_frame(data_dir: str | Path, cfg: TrainingConfig,
+                          progress: bool = True) -> tuple[pd.DataFrame, list[bb.BTYDFit]]:
+    """The training frame of ``cfg.model`` (churn or repurchase_7d) with its BTYD features, built cutoff
+    by cutoff so that only the labelled rows of all cutoffs are ever held together.
+
+    Equals :func:`load_training_frame` + :func:`training.btyd_baseline.add_btyd_features` (when enabled)
+    restricted to the rows that have the model's label, the only rows any fold uses: each cutoff's
+    BTYD fit still sees all of that cutoff's customers. At a million customers this is the difference
+    between holding every cutoff's snapshot twice and holding the labelled rows once.
+    """
+    from features.training_set import iter_training_set
+
+    label = LABEL_COLUMNS[cfg.model]
+    parts, fits = [], []
+    for snap in iter_training_set(Path(data_dir), cfg.plan().all_cutoffs(), cfg.horizon_days, progress):
+        if label not in snap.columns:
+            raise ValueError(f"training set has no {label} column")
+        snap["cutoff"] = _as_cutoff(snap["cutoff"])
+        snap = snap.sort_values("customer_id", kind="stable", ignore_index=True)
+        if cfg.btyd.enabled:
+            fit = bb.fit_btyd(snap, snap["cutoff"].iloc[0], cfg.btyd.penalizers)
+            feats = bb.btyd_feature_frame(fit, snap, cfg.btyd.horizons_days, cfg.btyd.clv_months,
+                                          cfg.btyd.monthly_discount_rate)
+            snap = pd.concat([snap, feats], axis=1)
+            fits.append(fit)
+        parts.append(snap[snap[label].notna()])
+        del snap
+    df = pd.concat(parts, ignore_index=True)
+    parts.clear()
+    return df.sort_values(list(KEYS), kind="stable", ignore_index=True), fits
+
+
 def _as_cutoff(s: pd.Series) -> pd.Series:
     """Cutoffs as naive dates at midnight (the business-day label of the cutoff)."""
     s = pd.to_datetime(s)
@@ -157,13 +189,15 @@ def fit_classifier(
               cfg.recency_half_life_months), eval_set=(es[features], es[label].to_numpy()),
               calib_set=(ca[features], ca[label].to_numpy()))
     y = ev[label].to_numpy().astype(int)
-    probs: dict[str, np.ndarray] = {"siyu_lgbm": model.predict_proba(ev[features])[:, 1]}
-    probs["siyu_lgbm_uncalibrated"] = model.predict_raw(ev[features])
+    raw = model.predict_raw(ev[features])  # the trees once; calibrated and not, as predict_proba does
+    probs: dict[str, np.ndarray] = {"siyu_lgbm": model.calibrator_.predict(raw),
+                                    "siyu_lgbm_uncalibrated": raw}
     # Baselines, all fitted on the training fold only.
     rfm = RFMRuleClassifier(*_rfm_columns(df)).fit(tr, tr[label].to_numpy())
     probs["rfm_rule"] = rfm.predict_proba(ev)[:, 1]
-    logit = logistic_baseline(tr[features], seed=cfg.seed).fit(to_logistic_input(tr[features]),
-                                                               tr[label].to_numpy())
+    fold = sample_rows(tr, cfg.baseline_max_rows, cfg.seed)
+    logit = logistic_baseline(fold[features], seed=cfg.seed).fit(to_logistic_input(fold[features]),
+                                                                 fold[label].to_numpy())
     probs["logistic"] = logit.predict_proba(to_logistic_input(ev[features]))[:, 1]
     eval_fit = _fit_for(fits, plan.evaluation) if fits else bb.fit_btyd(ev, plan.evaluation,
                                                                         cfg.btyd.penalizers)

@@ -57,6 +57,21 @@ def test_text_roundtrip_predicts_identically(folds):
     assert np.array_equal(back.predict_proba(Xt), m.predict_proba(Xt))
 
 
+def test_native_predictor_fits_and_predicts_exactly_as_lightgbm(folds, tmp_path, monkeypatch):
+    monkeypatch.setenv("SIYU_CACHE_DIR", str(tmp_path))
+    (X, y), (Xv, yv), (Xc, yc), (Xt, _) = folds["train"], folds["val"], folds["cal"], folds["test"]
+    Xt = Xt.copy()
+    Xt.loc[Xt.index[:5], "channel"] = ["douyin", None, "jd", "wecom", None]
+    lgbm = _small(predictor="lightgbm").fit(X, y, eval_set=(Xv, yv), calib_set=(Xc, yc))
+    native = _small(predictor="native").fit(X, y, eval_set=(Xv, yv), calib_set=(Xc, yc))
+    assert native._native_booster(len(Xt)) is not None and lgbm._native_booster(len(Xt)) is None
+    # Calibrated on natively walked trees, the calibrator is the same; so is every prediction.
+    assert native.meta_dict()["calibrator"] == lgbm.meta_dict()["calibrator"]
+    assert np.array_equal(native.predict_raw(Xt), lgbm.predict_raw(Xt))
+    assert np.array_equal(native.predict_raw(Xt), lgbm.booster_.predict(lgbm._encode(Xt)))
+    assert list((tmp_path / "trees").glob("*.so"))  # compiled once, into the cache scoring reads
+
+
 def test_categoricals_unseen_and_missing_values(folds):
     (X, y), (Xt, _) = folds["train"], folds["test"]
     m = _small().fit(X, y)

@@ -112,3 +112,21 @@ def test_four_siyu_train_processes_share_one_sqlite_store(world, config_file, tm
     assert len(c.search_model_versions("name='siyu-repurchase-7d'")) == 1
     assert len(c.search_model_versions("name='siyu-clv'")) == 1
     assert (tmp_path / "mlartifacts").is_dir()
+
+
+@pytest.mark.slow
+def test_classifier_frame_is_the_labelled_rows_of_the_stacked_frame(world):
+    from training import btyd_baseline as bb
+    from training import pipeline as pl
+    from training.config import ModelKind
+
+    for kind in (ModelKind.churn, ModelKind.repurchase_7d):
+        cfg = fast_config().for_model(kind)
+        got, fits = pl.load_classifier_frame(world, cfg, progress=False)
+        stacked = pl.load_training_frame(world, cfg.plan().all_cutoffs(), cfg, progress=False)
+        want, want_fits = bb.add_btyd_features(stacked, cfg.btyd.horizons_days, cfg.btyd.clv_months,
+                                               cfg.btyd.monthly_discount_rate, cfg.btyd.penalizers)
+        label = pl.LABEL_COLUMNS[kind]
+        want = want[want[label].notna()].reset_index(drop=True)
+        pd.testing.assert_frame_equal(got, want, check_exact=True)
+        assert [f.report() for f in fits] == [f.report() for f in want_fits]

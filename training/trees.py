@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-logger = logging.getLogger("siyu.serving.trees")
+logger = logging.getLogger("siyu.training.trees")
 CACHE_ENV = "SIYU_CACHE_DIR"
 
 

@@ -6,7 +6,7 @@ import lightgbm as lgb
 import numpy as np
 import pytest
 
-from serving import trees
+from training import trees
 
 
 @pytest.fixture(scope="module")
@@ -54,6 +54,6 @@ def test_libraries_are_cached_by_model_text_and_settings(booster, tmp_path, monk
 
 def test_without_a_compiler_callers_keep_lightgbm(booster, tmp_path, monkeypatch, caplog):
     monkeypatch.setenv("PATH", str(tmp_path))  # no gcc on PATH
-    with caplog.at_level("WARNING", logger="siyu.serving.trees"):
+    with caplog.at_level("WARNING", logger="siyu.training.trees"):
         assert trees.native_booster(booster.model_to_string(num_iteration=5)) is None
     assert "no gcc" in caplog.text
