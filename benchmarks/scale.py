@@ -211,6 +211,26 @@ def stages(work: Path, args: argparse.Namespace) -> list[tuple[str, list[str]]]:
     ]
 
 
+#: Evaluation metrics read back from the newest version of each model (quality at this scale).
+QUALITY = {
+    "siyu-churn": ("siyu_lgbm.auc", "logistic.auc", "rfm_rule.auc", "siyu_lgbm.ece"),
+    "siyu-repurchase-7d": ("siyu_lgbm.auc", "logistic.auc", "rfm_rule.auc", "siyu_lgbm.ece"),
+    "siyu-clv": ("eval_spearman",),
+}
+
+
+def model_quality(uri: str) -> dict[str, dict[str, float]]:
+    """The evaluation-cutoff metrics of the newest registered version of each model, from the store."""
+    from training import tracking
+
+    out: dict[str, dict[str, float]] = {}
+    for name, keys in QUALITY.items():
+        versions = tracking.model_versions(name, uri=uri)
+        run = tracking.client(uri).get_run(str(versions["run_id"].iloc[-1]))
+        out[name] = {k: round(float(run.data.metrics[k]), 4) for k in keys if k in run.data.metrics}
+    return out
+
+
 def summarise(done: list[Stage], args: argparse.Namespace) -> dict[str, object]:
     """The benchmark's figures, with each goal and whether it was met."""
     by = {s.name: s for s in done}
@@ -270,6 +290,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         store = f"sqlite:///{(work / 'mlruns.db').resolve()}"
         env = {**os.environ, **store_env(store)}
         done: list[Stage] = []
+        quality: dict[str, dict[str, float]] = {}
         for name, cmd in stages(work, args):
             stage = timed(name, cmd, env)
             done.append(stage)
@@ -282,7 +303,9 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
                 held = ensure_champions(store)  # the gate may hold back a first model; score with it anyway
                 if held:
                     print(f"promoted the newest versions of {held} (held back by the gate)", flush=True)
-    result = summarise(done, args)
+                quality = model_quality(store)
+                print(f"evaluation metrics: {json.dumps(quality)}", flush=True)
+    result = {**summarise(done, args), "model_quality": quality}
     print(json.dumps(result))
     return result
 

@@ -48,20 +48,27 @@ BEHAVIORAL_COLUMNS: tuple[str, ...] = (
 )
 
 
-def _event_aggregates(events: ir.Table, cutoff: Cutoff) -> ir.Table:
+def _event_aggregates(events: ir.Table, cutoff: Cutoff) -> tuple[ir.Table, ir.Table]:
+    """Two per-customer aggregates: the windowed counts over the last 90 days only, and the few
+    whole-history figures over every event. Counting 24 filtered windows over the whole history (most
+    of it older than 90 days) made the events the most expensive part of a snapshot."""
     cut = before(events, cutoff)
     e = cut.select("customer_id", "event_type", age=age_us(cut.ts_us, cutoff))
-    aggs: dict[str, ir.Value] = {
-        f"ev_{et}_{w}d": e.count(where=(e.event_type == et) & (e.age < w * DAY))
+    history = e.group_by("customer_id").aggregate(
+        age_last_event=e.age.min(),
+        n_claim=e.count(where=e.event_type == "coupon_claim"),
+        n_redeem=e.count(where=e.event_type == "coupon_redeem"),
+    )
+    horizon = max(*EVENT_WINDOWS, 60)  # the trend compares the last 30 days with the 30 before
+    r = e.filter(e.age < horizon * DAY)
+    windows: dict[str, ir.Value] = {
+        f"ev_{et}_{w}d": r.count(where=(r.event_type == et) & (r.age < w * DAY))
         for et in EVENT_GROUPS
         for w in EVENT_WINDOWS
     }
-    aggs["ev_last30"] = e.count(where=e.age < 30 * DAY)
-    aggs["ev_prev30"] = e.count(where=(e.age >= 30 * DAY) & (e.age < 60 * DAY))
-    aggs["age_last_event"] = e.age.min()
-    aggs["n_claim"] = e.count(where=e.event_type == "coupon_claim")
-    aggs["n_redeem"] = e.count(where=e.event_type == "coupon_redeem")
-    return e.group_by("customer_id").aggregate(**aggs)
+    windows["ev_last30"] = r.count(where=r.age < 30 * DAY)
+    windows["ev_prev30"] = r.count(where=(r.age >= 30 * DAY) & (r.age < 60 * DAY))
+    return r.group_by("customer_id").aggregate(**windows), history
 
 
 def _treated(touches: ir.Table, cutoff: Cutoff) -> ir.Table:
@@ -108,7 +115,7 @@ def aggregates(events: ir.Table, touches: ir.Table, orders: ir.Table, cutoff: Cu
     """The per-customer aggregate tables the behavioural columns are made of."""
     cutoff = EngineCutoff.of(cutoff)
     return (
-        _event_aggregates(events, cutoff),
+        *_event_aggregates(events, cutoff),
         _touch_aggregates(touches, cutoff),
         _touch_responses(touches, orders, cutoff),
     )

@@ -151,6 +151,7 @@ def _labelled_snapshot(
         available,
         eng,
         feature_cutoff=cutoff,
+        end=end,
     )
     for name in LABELS:
         snap[name] = labels[name].to_numpy() if name in labels else float("nan")

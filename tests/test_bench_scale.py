@@ -44,3 +44,9 @@ def test_every_stage_runs_in_its_own_process_and_the_last_line_is_json(
     snap = pd.read_parquet(tmp_path / "data" / "snapshots" / "2024-12-01.parquet", columns=["customer_id"])
     assert len(scores) == len(snap) and scores["customer_id"].is_unique
     assert res["contacted"] == int((scores["action"] != "none").sum())
+    # Quality at this scale, read back from the store the train stage wrote.
+    quality = res["model_quality"]
+    assert set(quality) == {"siyu-churn", "siyu-repurchase-7d", "siyu-clv"}
+    for name in ("siyu-churn", "siyu-repurchase-7d"):
+        assert 0.5 < quality[name]["siyu_lgbm.auc"] <= 1 and 0 < quality[name]["logistic.auc"] <= 1, name
+    assert -1 <= quality["siyu-clv"]["eval_spearman"] <= 1

@@ -61,6 +61,8 @@ def category_codes(values: Any, categories: list[str]) -> np.ndarray:
 _SMALL = 64
 #: ``predictor="auto"`` walks the trees natively from this many rows (below, compiling costs more).
 NATIVE_MIN_ROWS = 200_000
+#: Rows encoded and predicted at a time (each row's prediction depends on that row alone).
+PREDICT_BLOCK_ROWS = 200_000
 
 
 @functools.lru_cache(maxsize=256)
@@ -295,17 +297,20 @@ class LGBMCalibratedClassifier(ClassifierMixin, BaseEstimator):
         self._learn_encoding(df)
         Xe = self._encode(df)
         cats = list(self.categories_)
-        train = lgb.Dataset(Xe, yy, weight=sample_weight, categorical_feature=cats, free_raw_data=False)
+        train = lgb.Dataset(Xe, yy, weight=sample_weight, categorical_feature=cats)
         valid_sets, callbacks = [], []
         if eval_set is not None:
             Xv = self._encode(eval_set[0])
             yv = _check_labels(eval_set[1], len(Xv))
             valid_sets = [lgb.Dataset(Xv, yv, reference=train, categorical_feature=cats)]
             callbacks = [lgb.early_stopping(self.early_stopping_rounds, verbose=False)]
+            del Xv
+        del Xe  # the Datasets keep their binned copies only (free_raw_data), not a float matrix each
         booster = lgb.train(
             self.lgb_params(), train, num_boost_round=self.n_estimators,
             valid_sets=valid_sets, callbacks=callbacks,
         )
+        del train, valid_sets
         self.best_iteration_ = int(booster.best_iteration or booster.current_iteration())
         self.booster_ = booster
         self.classes_ = np.array([0, 1])
@@ -328,11 +333,16 @@ class LGBMCalibratedClassifier(ClassifierMixin, BaseEstimator):
         """
         check_is_fitted(self, "booster_")
         df = _as_frame(X, self.feature_names_in_.tolist())
-        Xe = self.encode_columns(df)
-        native = self._native_booster(len(Xe))
-        if native is not None:
-            return native.predict(Xe)
-        return self.booster_.predict(Xe, num_iteration=self.best_iteration_)
+        native = self._native_booster(len(df))
+        out = np.empty(len(df))
+        # Block by block: a million-row prediction never holds a second full-size matrix.
+        for start in range(0, len(df), PREDICT_BLOCK_ROWS):
+            Xe = self.encode_columns(df.iloc[start: start + PREDICT_BLOCK_ROWS])
+            out[start: start + len(Xe)] = (
+                native.predict(Xe) if native is not None
+                else self.booster_.predict(Xe, num_iteration=self.best_iteration_)
+            )
+        return out
 
     def _native_booster(self, rows: int) -> Any:
         if self.predictor == "lightgbm" or (self.predictor == "auto" and rows < NATIVE_MIN_ROWS):

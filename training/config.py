@@ -137,6 +137,11 @@ class CutoffPlan(_Strict):
                 f"after the evaluation cutoff {self.evaluation}: move them earlier or the evaluation later"
             )
 
+    def folds(self) -> dict[str, list[dt.date]]:
+        """The cutoffs of each fold, in the order they come in time."""
+        return {"train": self.train_cutoffs(), "early_stopping": sorted(self.early_stopping),
+                "calibration": sorted(self.calibration), "evaluation": [self.evaluation]}
+
     def all_cutoffs(self) -> list[dt.date]:
         """Every distinct cutoff the plan needs a snapshot for, sorted."""
         return sorted({*self.train_cutoffs(), *self.early_stopping, *self.calibration, self.evaluation})

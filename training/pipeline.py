@@ -92,7 +92,13 @@ def load_classifier_frame(data_dir: str | Path, cfg: TrainingConfig,
         del snap
     df = pd.concat(parts, ignore_index=True)
     parts.clear()
-    return df.sort_values(list(KEYS), kind="stable", ignore_index=True), fits
+    # Fold by fold, each by (customer, cutoff): a fold is then one block of rows that fit_classifier
+    # takes as a view, not a copy; within a fold the order is that of the stacked frame.
+    fold = df["cutoff"].map({pd.Timestamp(c): i for i, cs in enumerate(cfg.plan().folds().values())
+                             for c in cs})
+    keys = pd.DataFrame({"fold": fold, "customer_id": df["customer_id"], "cutoff": df["cutoff"]})
+    order = keys.sort_values(["fold", *KEYS], kind="stable").index.to_numpy()
+    return df.take(order).reset_index(drop=True), fits
 
 
 def _as_cutoff(s: pd.Series) -> pd.Series:
@@ -142,9 +148,14 @@ class ClassifierOutcome:
 
 
 def _fold(df: pd.DataFrame, label: str, cutoffs: list[dt.date]) -> pd.DataFrame:
+    """The labelled rows of ``cutoffs``; a view when they are one block of rows (a frame ordered by
+    fold, as :func:`load_classifier_frame` builds it), so a million-customer fold is not copied."""
     want = pd.to_datetime(pd.Series(cutoffs))
-    rows = df[df["cutoff"].isin(want) & df[label].notna()]
-    return rows
+    mask = (df["cutoff"].isin(want) & df[label].notna()).to_numpy()
+    idx = np.flatnonzero(mask)
+    if idx.size and idx[-1] - idx[0] + 1 == idx.size:
+        return df.iloc[idx[0]: idx[-1] + 1]
+    return df[mask]
 
 
 def _prob_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
@@ -185,11 +196,12 @@ def fit_classifier(
     echo(f"  {kind.value}: train {len(tr):,} rows / {tr['cutoff'].nunique()} cutoffs, "
          f"early-stop {len(es):,}, calibrate {len(ca):,}, evaluate {len(ev):,} (cutoff {plan.evaluation})")
     model = lgbm_from_config(cfg.lightgbm, cfg.calibration, cfg.seed)
+    # The model reads its features by name, so later folds go in whole (no copy of their columns).
     model.fit(tr[features], tr[label].to_numpy(), sample_weight=recency_weights(tr["cutoff"],
-              cfg.recency_half_life_months), eval_set=(es[features], es[label].to_numpy()),
-              calib_set=(ca[features], ca[label].to_numpy()))
+              cfg.recency_half_life_months), eval_set=(es, es[label].to_numpy()),
+              calib_set=(ca, ca[label].to_numpy()))
     y = ev[label].to_numpy().astype(int)
-    raw = model.predict_raw(ev[features])  # the trees once; calibrated and not, as predict_proba does
+    raw = model.predict_raw(ev)  # the trees once; calibrated and not, as predict_proba does
     probs: dict[str, np.ndarray] = {"siyu_lgbm": model.calibrator_.predict(raw),
                                     "siyu_lgbm_uncalibrated": raw}
     # Baselines, all fitted on the training fold only.

@@ -55,6 +55,8 @@ def test_text_roundtrip_predicts_identically(folds):
     m = _small().fit(X, y, eval_set=(Xv, yv), calib_set=(Xc, yc))
     back = LGBMCalibratedClassifier.from_text(m.model_text(), m.meta_dict())
     assert np.array_equal(back.predict_proba(Xt), m.predict_proba(Xt))
+    # The same text again: the native library compiled in training is the one scoring finds cached.
+    assert back.model_text() == m.model_text()
 
 
 def test_native_predictor_fits_and_predicts_exactly_as_lightgbm(folds, tmp_path, monkeypatch):

@@ -128,5 +128,13 @@ def test_classifier_frame_is_the_labelled_rows_of_the_stacked_frame(world):
                                                cfg.btyd.monthly_discount_rate, cfg.btyd.penalizers)
         label = pl.LABEL_COLUMNS[kind]
         want = want[want[label].notna()].reset_index(drop=True)
+        # Ordered fold by fold, so that every fold is one block of rows (taken as a view).
+        folds = cfg.plan().folds()
+        ranks = got["cutoff"].map({pd.Timestamp(c): i for i, cs in enumerate(folds.values()) for c in cs})
+        assert ranks.is_monotonic_increasing
+        for cutoffs in folds.values():
+            rows = pl._fold(got, label, cutoffs)
+            assert len(rows) > 0 and np.shares_memory(rows["btyd_x"].to_numpy(), got["btyd_x"].to_numpy())
+        got = got.sort_values(["customer_id", "cutoff"], kind="stable", ignore_index=True)
         pd.testing.assert_frame_equal(got, want, check_exact=True)
         assert [f.report() for f in fits] == [f.report() for f in want_fits]
