@@ -15,6 +15,7 @@ import datetime as dt
 import json
 import subprocess
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pandas as pd
@@ -118,6 +119,8 @@ def iter_training_set(
     """The labelled snapshot of each distinct cutoff in date order, one at a time.
 
     A consumer that reduces each cutoff (e.g. to one model's labelled rows) never holds the whole stack.
+    The next cutoff is computed in a background thread while the consumer works on the current one: the
+    engine runs outside the GIL, and the consumer's work (model fits in pandas/numpy) overlaps it.
     """
     if not cutoffs:
         raise ValueError("give at least one cutoff")
@@ -125,8 +128,16 @@ def iter_training_set(
     try:
         end = data_end(source, eng)
         days = sorted({pd.Timestamp(c).date() for c in cutoffs})
-        for cutoff in tqdm(days, desc="cutoffs", disable=not progress):
-            yield _labelled_snapshot(source, cutoff, churn_horizon_days, end, eng)
+        with ThreadPoolExecutor(1, thread_name_prefix="siyu-cutoff") as pool:
+            # Only this one worker thread touches the engine from here on, one query at a time.
+            pending = pool.submit(_labelled_snapshot, source, days[0], churn_horizon_days, end, eng)
+            for i in tqdm(range(len(days)), desc="cutoffs", disable=not progress):
+                snap = pending.result()
+                if i + 1 < len(days):
+                    nxt = days[i + 1]
+                    pending = pool.submit(_labelled_snapshot, source, nxt, churn_horizon_days, end, eng)
+                yield snap
+                del snap
     finally:
         if owned:
             eng.close()

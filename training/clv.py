@@ -910,7 +910,12 @@ def _discounted_purchases(
     steps = ppm * np.arange(months + 1, dtype=float)
     path = math.path(p, steps[None, :], xu[:, None], Tu[:, None])
     disc = (1.0 + rate) ** -np.arange(1, months + 1, dtype=float)
-    per_pair = np.diff(path, axis=1) @ disc
+    monthly = np.diff(path, axis=1)
+    # Summed month by month, element-wise: a matrix product's summation order depends on how many
+    # pairs are in the call, and a customer's value must not depend on who else is in it.
+    per_pair = np.zeros(len(xu))
+    for k in range(months):
+        per_pair = per_pair + monthly[:, k] * disc[k]
     return per_pair[inv.ravel()] * math.scale(p, x, t_x, T)
 
 

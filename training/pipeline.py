@@ -81,15 +81,19 @@ def load_classifier_frame(data_dir: str | Path, cfg: TrainingConfig,
         if label not in snap.columns:
             raise ValueError(f"training set has no {label} column")
         snap["cutoff"] = _as_cutoff(snap["cutoff"])
-        snap = snap.sort_values("customer_id", kind="stable", ignore_index=True)
+        if not snap["customer_id"].is_monotonic_increasing:  # engines return it sorted: no copy then
+            snap = snap.sort_values("customer_id", kind="stable", ignore_index=True)
+        rows = snap[snap[label].notna()].reset_index(drop=True)
         if cfg.btyd.enabled:
+            # Fitted on every customer of the cutoff; the features (row by row) for the labelled rows.
             fit = bb.fit_btyd(snap, snap["cutoff"].iloc[0], cfg.btyd.penalizers)
-            feats = bb.btyd_feature_frame(fit, snap, cfg.btyd.horizons_days, cfg.btyd.clv_months,
+            feats = bb.btyd_feature_frame(fit, rows, cfg.btyd.horizons_days, cfg.btyd.clv_months,
                                           cfg.btyd.monthly_discount_rate)
-            snap = pd.concat([snap, feats], axis=1)
+            for c in feats.columns:
+                rows[c] = feats[c].to_numpy()
             fits.append(fit)
-        parts.append(snap[snap[label].notna()])
-        del snap
+        parts.append(rows)
+        del snap, rows
     df = pd.concat(parts, ignore_index=True)
     parts.clear()
     # Fold by fold, each by (customer, cutoff): a fold is then one block of rows that fit_classifier

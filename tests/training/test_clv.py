@@ -251,6 +251,21 @@ def test_vectorised_clv_equals_lifetimes(
     assert (ours > 0).all()
 
 
+def test_clv_of_a_customer_does_not_depend_on_who_else_is_in_the_call(
+    cdnow: pd.DataFrame, gg: GammaGammaModel
+) -> None:
+    m = BetaGeoModel().fit(*_rft(cdnow))
+    x, t_x, T = (np.asarray(v, dtype=float) for v in _rft(cdnow))
+    spend = cdnow["monetary"].to_numpy(dtype=float)
+    everyone = customer_lifetime_value(m, gg, x, t_x, T, spend, months=12, time_unit_days=1.0)
+    rng = np.random.default_rng(4)
+    for size in (1, 7, 333, 1000):
+        pick = np.sort(rng.choice(len(x), size=size, replace=False))
+        alone = customer_lifetime_value(m, gg, x[pick], t_x[pick], T[pick], spend[pick], months=12,
+                                        time_unit_days=1.0)
+        np.testing.assert_array_equal(alone, everyone[pick])  # bit for bit, not approximately
+
+
 def test_clv_interval_contains_point_and_widens_with_fewer_customers(
     cdnow: pd.DataFrame, bg: BetaGeoModel, gg: GammaGammaModel
 ) -> None:
