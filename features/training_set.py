@@ -16,6 +16,7 @@ import json
 import subprocess
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -26,7 +27,7 @@ from features.engine import Engine, EngineConfig, Source, open_engine
 from features.io import atomic_write_parquet, data_fingerprint
 from features.labels import LABELS, LabelWindowError, compute_labels, data_end, horizons
 from features.schema import BUSINESS_TZ
-from features.snapshot import CATEGORICAL, compute_snapshot
+from features.snapshot import CATEGORICAL, SNAPSHOT_DTYPES, compute_snapshot
 
 FEATURE_KEYS: tuple[str, str] = ("customer_id", "cutoff")
 
@@ -91,9 +92,10 @@ def build_training_set(
     churn_horizon_days: int = 90,
     progress: bool = True,
     engine: str | Engine | EngineConfig = "duckdb",
+    cache: SnapshotCache | None = None,
 ) -> pd.DataFrame:
     """Snapshots × labels for each cutoff, stacked (see module docstring); the engine reads the files."""
-    return stack_training_set(Path(data_dir), cutoffs, churn_horizon_days, progress, engine)
+    return stack_training_set(Path(data_dir), cutoffs, churn_horizon_days, progress, engine, cache)
 
 
 def stack_training_set(
@@ -102,11 +104,42 @@ def stack_training_set(
     churn_horizon_days: int = 90,
     progress: bool = True,
     engine: str | Engine | EngineConfig = "duckdb",
+    cache: SnapshotCache | None = None,
 ) -> pd.DataFrame:
     """Snapshots × labels for each cutoff of a data directory or of in-memory contract tables."""
-    return pd.concat(
-        list(iter_training_set(source, cutoffs, churn_horizon_days, progress, engine)), ignore_index=True
-    )
+    parts = iter_training_set(source, cutoffs, churn_horizon_days, progress, engine, cache)
+    return pd.concat(list(parts), ignore_index=True)
+
+
+@dataclass(frozen=True)
+class SnapshotCache:
+    """Labelled snapshots kept as parquet for the cutoffs that more than one model of a run needs.
+
+    ``siyu train all`` builds the churn, repurchase and CLV frames one after the other; a cutoff they
+    share is computed once, written here, and read back by the next model (a read costs a fraction of
+    the engine's work at a million customers).
+    """
+
+    directory: Path
+    shared: frozenset[dt.date]
+
+    def path(self, cutoff: dt.date, churn_horizon_days: int) -> Path:
+        """Where the labelled snapshot of ``cutoff`` (with this churn horizon) is kept."""
+        return self.directory / f"{cutoff.isoformat()}_h{churn_horizon_days}.parquet"
+
+    def load(self, cutoff: dt.date, churn_horizon_days: int) -> pd.DataFrame | None:
+        """The kept snapshot, or None."""
+        path = self.path(cutoff, churn_horizon_days)
+        if not path.exists():
+            return None
+        frame = pd.read_parquet(path)
+        # Parquet has no second-resolution timestamps: back to the snapshot contract's types.
+        return frame.astype({c: d for c, d in SNAPSHOT_DTYPES.items() if c in frame.columns})
+
+    def keep(self, frame: pd.DataFrame, cutoff: dt.date, churn_horizon_days: int) -> None:
+        """Write ``frame`` if another model will need ``cutoff``."""
+        if cutoff in self.shared:
+            atomic_write_parquet(frame, self.path(cutoff, churn_horizon_days))
 
 
 def iter_training_set(
@@ -115,6 +148,7 @@ def iter_training_set(
     churn_horizon_days: int = 90,
     progress: bool = True,
     engine: str | Engine | EngineConfig = "duckdb",
+    cache: SnapshotCache | None = None,
 ) -> Iterator[pd.DataFrame]:
     """The labelled snapshot of each distinct cutoff in date order, one at a time.
 
@@ -130,17 +164,34 @@ def iter_training_set(
         days = sorted({pd.Timestamp(c).date() for c in cutoffs})
         with ThreadPoolExecutor(1, thread_name_prefix="siyu-cutoff") as pool:
             # Only this one worker thread touches the engine from here on, one query at a time.
-            pending = pool.submit(_labelled_snapshot, source, days[0], churn_horizon_days, end, eng)
+            args = (source, churn_horizon_days, end, eng, cache)
+            pending = pool.submit(_cached_labelled_snapshot, days[0], *args)
             for i in tqdm(range(len(days)), desc="cutoffs", disable=not progress):
                 snap = pending.result()
                 if i + 1 < len(days):
-                    nxt = days[i + 1]
-                    pending = pool.submit(_labelled_snapshot, source, nxt, churn_horizon_days, end, eng)
+                    pending = pool.submit(_cached_labelled_snapshot, days[i + 1], *args)
                 yield snap
                 del snap
     finally:
         if owned:
             eng.close()
+
+
+def _cached_labelled_snapshot(
+    cutoff: dt.date,
+    source: Source,
+    churn_horizon_days: int,
+    end: pd.Timestamp,
+    eng: Engine,
+    cache: SnapshotCache | None,
+) -> pd.DataFrame:
+    kept = cache.load(cutoff, churn_horizon_days) if cache is not None else None
+    if kept is not None:
+        return kept
+    snap = _labelled_snapshot(source, cutoff, churn_horizon_days, end, eng)
+    if cache is not None:
+        cache.keep(snap, cutoff, churn_horizon_days)
+    return snap
 
 
 def _labelled_snapshot(

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import tempfile
+from collections import Counter
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -34,8 +36,8 @@ def _train(models: list[str], data: Path, config: Path | None, seed: int | None,
     from tqdm.auto import tqdm
 
     from features.io import data_fingerprint
-    from training import pipeline as pl
-    from training.config import LABEL_COLUMNS, ModelKind
+    from features.training_set import SnapshotCache
+    from training.config import ModelKind
 
     cfg = _load(config, seed)
     kinds = [ModelKind.parse(m) for m in models]
@@ -43,37 +45,64 @@ def _train(models: list[str], data: Path, config: Path | None, seed: int | None,
     echo(f"siyu train {'/'.join(k.value for k in kinds)} on {data} (seed {cfg.seed})")
     fingerprint = data_fingerprint(data)
     truth = _truth(data)
+    plans = {kind: _cutoffs(cfg.for_model(kind)) for kind in kinds}
     summaries = []
-    for kind in tqdm(kinds, desc="models", disable=len(kinds) == 1):
-        mcfg = cfg.for_model(kind)
-        cutoffs = [mcfg.clv.cutoff] if kind is ModelKind.clv else mcfg.plan().all_cutoffs()
-        echo(f"[{kind.value}] building the training set for {len(cutoffs)} cutoffs "
-             f"({cutoffs[0]} … {cutoffs[-1]})")
-        if kind is ModelKind.clv:
-            df = pl.load_training_frame(data, cutoffs, mcfg)
-            manifest = _manifest(cutoffs, df, fingerprint)
-            outcome = pl.fit_clv(df, mcfg, echo=echo)
-            summary = pl.run_clv(outcome, mcfg, fingerprint, manifest, echo=echo)
-        else:
-            # Labelled rows only, with their BTYD features (fitted per cutoff on every customer).
-            df, fits = pl.load_classifier_frame(data, mcfg)
-            manifest = _manifest(cutoffs, df, fingerprint)
-            truth_scores = _truth_scores(truth, df, mcfg, LABEL_COLUMNS[kind]) if truth else None
-            echo(f"[{kind.value}] fitting LightGBM + baselines")
-            outcome = pl.fit_classifier(df, mcfg, fits, truth_scores, echo=echo)
-            _print_table(outcome.metrics, echo)
-            summary = pl.run_classifier(outcome, mcfg, fingerprint, manifest, echo=echo)
-        del df, outcome  # before the next model's frame is built
-        summaries.append(summary)
-        if out is not None:
-            out.mkdir(parents=True, exist_ok=True)
-            summary.eval_frame.to_parquet(out / f"{kind.value}_eval_predictions.parquet", index=False)
-            (out / f"{kind.value}_metrics.json").write_text(json.dumps(
-                {"version": summary.version, "alias": summary.alias, "reason": summary.reason,
-                 "run_id": summary.run_id, "metrics": summary.metrics}, indent=1, sort_keys=True))
+    with tempfile.TemporaryDirectory(prefix="siyu-train-") as tmp:
+        # A cutoff two models share is built once; its labelled snapshot waits on disk for the second.
+        cache = SnapshotCache(Path(tmp), _shared(plans.values()))
+        for kind in tqdm(kinds, desc="models", disable=len(kinds) == 1):
+            summary = _train_one(cfg.for_model(kind), plans[kind], data, fingerprint, truth, cache)
+            summaries.append(summary)
+            if out is not None:
+                _write_outcome(summary, out)
     echo("summary:")
     for s in summaries:
         echo(f"  {s.kind.value:14s} v{s.version} {s.alias:10s} run {s.run_id}  {s.reason}")
+
+
+def _cutoffs(mcfg: Any) -> list[Any]:
+    from training.config import ModelKind
+
+    return [mcfg.clv.cutoff] if mcfg.model is ModelKind.clv else mcfg.plan().all_cutoffs()
+
+
+def _shared(plans: Any) -> frozenset[Any]:
+    """Cutoffs more than one model needs."""
+    counts = Counter(c for cutoffs in plans for c in set(cutoffs))
+    return frozenset(c for c, n in counts.items() if n > 1)
+
+
+def _train_one(mcfg: Any, cutoffs: list[Any], data: Path, fingerprint: str, truth: Any, cache: Any) -> Any:
+    """Build one model's training frame, fit, evaluate, log, register and gate it."""
+    from training import pipeline as pl
+    from training.config import LABEL_COLUMNS, ModelKind
+
+    kind, echo = mcfg.model, typer.echo
+    echo(f"[{kind.value}] building the training set for {len(cutoffs)} cutoffs "
+         f"({cutoffs[0]} … {cutoffs[-1]})")
+    if kind is ModelKind.clv:
+        df = pl.load_training_frame(data, cutoffs, mcfg, cache=cache)
+        outcome = pl.fit_clv(df, mcfg, echo=echo)
+        return pl.run_clv(outcome, mcfg, fingerprint, _manifest(cutoffs, df, fingerprint), echo=echo)
+    # Labelled rows only, with their BTYD features (fitted per cutoff on every customer).
+    df, fits = pl.load_classifier_frame(data, mcfg, cache=cache)
+    manifest = _manifest(cutoffs, df, fingerprint)
+    truth_scores = _truth_scores(truth, df, mcfg, LABEL_COLUMNS[kind]) if truth else None
+    echo(f"[{kind.value}] fitting LightGBM + baselines")
+    outcome = pl.fit_classifier(df, mcfg, fits, truth_scores, echo=echo)
+    del df  # the outcome keeps what logging needs
+    _print_table(outcome.metrics, echo)
+    return pl.run_classifier(outcome, mcfg, fingerprint, manifest, echo=echo)
+
+
+def _write_outcome(summary: Any, out: Path) -> None:
+    """A model's evaluation predictions and metrics beside each other in ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    kind = summary.kind.value
+    summary.eval_frame.to_parquet(out / f"{kind}_eval_predictions.parquet", index=False)
+    (out / f"{kind}_metrics.json").write_text(json.dumps(
+        {"version": summary.version, "alias": summary.alias, "reason": summary.reason,
+         "run_id": summary.run_id, "metrics": summary.metrics}, indent=1, sort_keys=True))
 
 
 def _manifest(cutoffs: list[Any], df: Any, fingerprint: str) -> dict[str, Any]:

@@ -13,7 +13,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -38,6 +38,9 @@ from training.evaluate import (
 )
 from training.explain import SUMMARY_ROWS, importance, reason_codes, sample_rows, shap_values, summary_plot
 
+if TYPE_CHECKING:
+    from features.training_set import SnapshotCache
+
 KEYS = ("customer_id", "cutoff")
 Echo = Callable[[str], None]
 
@@ -50,11 +53,12 @@ def _noop(_: str) -> None:
 
 
 def load_training_frame(data_dir: str | Path, cutoffs: list[dt.date], cfg: TrainingConfig,
-                        progress: bool = True) -> pd.DataFrame:
+                        progress: bool = True, cache: SnapshotCache | None = None) -> pd.DataFrame:
     """Stacked snapshots × labels for ``cutoffs`` from the feature pipeline (keys customer_id, cutoff)."""
     from features.training_set import build_training_set
 
-    df = build_training_set(data_dir, cutoffs, churn_horizon_days=cfg.horizon_days)
+    df = build_training_set(data_dir, cutoffs, churn_horizon_days=cfg.horizon_days, progress=progress,
+                            cache=cache)
     missing = [c for c in KEYS if c not in df.columns]
     if missing:
         raise ValueError(f"training set lacks key columns {missing}")
@@ -63,8 +67,8 @@ def load_training_frame(data_dir: str | Path, cutoffs: list[dt.date], cfg: Train
     return df.sort_values(list(KEYS), kind="stable", ignore_index=True)
 
 
-def load_classifier_frame(data_dir: str | Path, cfg: TrainingConfig,
-                          progress: bool = True) -> tuple[pd.DataFrame, list[bb.BTYDFit]]:
+def load_classifier_frame(data_dir: str | Path, cfg: TrainingConfig, progress: bool = True,
+                          cache: SnapshotCache | None = None) -> tuple[pd.DataFrame, list[bb.BTYDFit]]:
     """The training frame of ``cfg.model`` (churn or repurchase_7d) with its BTYD features, built cutoff
     by cutoff so that only the labelled rows of all cutoffs are ever held together.
 
@@ -77,7 +81,8 @@ def load_classifier_frame(data_dir: str | Path, cfg: TrainingConfig,
 
     label = LABEL_COLUMNS[cfg.model]
     parts, fits = [], []
-    for snap in iter_training_set(Path(data_dir), cfg.plan().all_cutoffs(), cfg.horizon_days, progress):
+    cutoffs = cfg.plan().all_cutoffs()
+    for snap in iter_training_set(Path(data_dir), cutoffs, cfg.horizon_days, progress, cache=cache):
         if label not in snap.columns:
             raise ValueError(f"training set has no {label} column")
         snap["cutoff"] = _as_cutoff(snap["cutoff"])

@@ -14,7 +14,13 @@ from typer.testing import CliRunner
 from features.as_of import cutoff_ts
 from features.labels import LabelWindowError, check_no_overlap, compute_labels, data_end
 from features.synthetic import SynthConfig, generate_world, write_world
-from features.training_set import check_split, stack_training_set, time_split, write_training_set
+from features.training_set import (
+    SnapshotCache,
+    check_split,
+    stack_training_set,
+    time_split,
+    write_training_set,
+)
 from siyu.cli import app
 
 
@@ -122,3 +128,20 @@ def test_cli_training_set_reports_windows_beyond_the_data(world: Path, tmp_path:
     good = runner.invoke(app, [*args, "--cutoffs", "2023-09-01,2024-01-01"])
     assert good.exit_code == 0, good.output
     assert len(pd.read_parquet(tmp_path / "ts.parquet")["cutoff"].unique()) == 2
+
+
+def test_shared_cutoffs_are_built_once_and_read_back_identical(world: Path, tmp_path: Path) -> None:
+    shared = dt.date(2024, 1, 1)
+    cache = SnapshotCache(tmp_path, frozenset({shared}))
+    first = stack_training_set(world, ["2023-10-01", shared], progress=False, cache=cache)
+    kept = cache.path(shared, 90)
+    assert kept.exists() and not cache.path(dt.date(2023, 10, 1), 90).exists()  # only the shared one
+    stamp = kept.stat().st_mtime_ns
+    again = stack_training_set(world, [shared, "2024-04-01"], progress=False, cache=cache)
+    assert kept.stat().st_mtime_ns == stamp  # read, not rebuilt
+    fresh = stack_training_set(world, [shared, "2024-04-01"], progress=False)
+    pd.testing.assert_frame_equal(again, fresh, check_exact=True)
+    at = first["cutoff"] == cutoff_ts(shared)
+    pd.testing.assert_frame_equal(first[at].reset_index(drop=True),
+                                  fresh[fresh["cutoff"] == cutoff_ts(shared)].reset_index(drop=True),
+                                  check_exact=True)
