@@ -80,7 +80,9 @@ def load_classifier_frame(data_dir: str | Path, cfg: TrainingConfig, progress: b
     from features.training_set import iter_training_set
 
     label = LABEL_COLUMNS[cfg.model]
-    parts, fits = [], []
+    rank = {pd.Timestamp(c): i for i, cs in enumerate(cfg.plan().folds().values()) for c in cs}
+    parts: dict[pd.Timestamp, pd.DataFrame] = {}
+    fits = []
     cutoffs = cfg.plan().all_cutoffs()
     for snap in iter_training_set(Path(data_dir), cutoffs, cfg.horizon_days, progress, cache=cache):
         if label not in snap.columns:
@@ -88,26 +90,23 @@ def load_classifier_frame(data_dir: str | Path, cfg: TrainingConfig, progress: b
         snap["cutoff"] = _as_cutoff(snap["cutoff"])
         if not snap["customer_id"].is_monotonic_increasing:  # engines return it sorted: no copy then
             snap = snap.sort_values("customer_id", kind="stable", ignore_index=True)
-        rows = snap[snap[label].notna()].reset_index(drop=True)
+        cutoff = snap["cutoff"].iloc[0]
+        rows = snap[snap[label].notna()]
         if cfg.btyd.enabled:
             # Fitted on every customer of the cutoff; the features (row by row) for the labelled rows.
-            fit = bb.fit_btyd(snap, snap["cutoff"].iloc[0], cfg.btyd.penalizers)
+            fit = bb.fit_btyd(snap, cutoff, cfg.btyd.penalizers)
             feats = bb.btyd_feature_frame(fit, rows, cfg.btyd.horizons_days, cfg.btyd.clv_months,
                                           cfg.btyd.monthly_discount_rate)
             for c in feats.columns:
                 rows[c] = feats[c].to_numpy()
             fits.append(fit)
-        parts.append(rows)
+        parts[cutoff] = rows
         del snap, rows
-    df = pd.concat(parts, ignore_index=True)
-    parts.clear()
-    # Fold by fold, each by (customer, cutoff): a fold is then one block of rows that fit_classifier
-    # takes as a view, not a copy; within a fold the order is that of the stacked frame.
-    fold = df["cutoff"].map({pd.Timestamp(c): i for i, cs in enumerate(cfg.plan().folds().values())
-                             for c in cs})
-    keys = pd.DataFrame({"fold": fold, "customer_id": df["customer_id"], "cutoff": df["cutoff"]})
-    order = keys.sort_values(["fold", *KEYS], kind="stable").index.to_numpy()
-    return df.take(order).reset_index(drop=True), fits
+    # Fold by fold, then cutoff by cutoff, each by customer: a fold is one block of rows (taken as a view
+    # by fit_classifier), and the frame is one concatenation of the cutoffs, never sorted as a whole.
+    order = sorted(parts, key=lambda c: (rank[c], c))
+    df = pd.concat([parts.pop(c) for c in order], ignore_index=True)
+    return df, fits
 
 
 def _as_cutoff(s: pd.Series) -> pd.Series:

@@ -135,6 +135,7 @@ def test_classifier_frame_is_the_labelled_rows_of_the_stacked_frame(world):
         for cutoffs in folds.values():
             rows = pl._fold(got, label, cutoffs)
             assert len(rows) > 0 and np.shares_memory(rows["btyd_x"].to_numpy(), got["btyd_x"].to_numpy())
+        assert got.groupby("cutoff", sort=False)["customer_id"].is_monotonic_increasing.all()
         got = got.sort_values(["customer_id", "cutoff"], kind="stable", ignore_index=True)
         pd.testing.assert_frame_equal(got, want, check_exact=True)
         assert [f.report() for f in fits] == [f.report() for f in want_fits]
