@@ -25,7 +25,7 @@ import datetime as dt
 import sys
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -103,15 +103,40 @@ def snapshot_at(
 
     Returns the snapshot and whether it was reused.
     """
+    snap, reused, _ = _snapshot(data_dir, cutoff, engine, writer=None)
+    return snap, reused
+
+
+def _snapshot(
+    data_dir: str | Path, cutoff: dt.date, engine: Engine, writer: Executor | None
+) -> tuple[pd.DataFrame, bool, Future[Path] | None]:
+    """:func:`snapshot_at`; with a ``writer``, a built snapshot is saved on it (the returned future) while
+    the caller goes on with the frame, which it must not modify."""
     from features.io import snapshot_dir
     from features.snapshot import build_snapshot, write_snapshot
 
     path = snapshot_dir(data_dir) / f"{cutoff.isoformat()}.parquet"
     if path.exists():
-        return pd.read_parquet(path), True
+        return pd.read_parquet(path), True, None
     snap = build_snapshot(data_dir, cutoff, engine=engine)
-    write_snapshot(snap, data_dir, cutoff)
-    return snap, False
+    if writer is None:
+        write_snapshot(snap, data_dir, cutoff)
+        return snap, False, None
+    return snap, False, writer.submit(write_snapshot, snap, data_dir, cutoff)
+
+
+def in_customer_order(snapshot: pd.DataFrame) -> pd.DataFrame:
+    """The snapshot ordered by ``customer_id`` with a fresh index; unchanged (no copy) when it already is.
+
+    Snapshots are written in customer order by the engines, so the sort — a copy of every column of a
+    million rows — is needed only for frames from elsewhere.
+    """
+    ordered = snapshot["customer_id"].is_monotonic_increasing
+    if ordered and snapshot.index.equals(pd.RangeIndex(len(snapshot))):
+        return snapshot
+    if not ordered:
+        snapshot = snapshot.sort_values("customer_id", kind="stable")
+    return snapshot.reset_index(drop=True)
 
 
 def touches_before(data_dir: str | Path, cutoff: dt.date) -> pd.DataFrame:
@@ -217,9 +242,17 @@ def _as_score_dtypes(df: pd.DataFrame) -> pd.DataFrame:
 
 def policy_inputs(scores: pd.DataFrame, snapshot: pd.DataFrame) -> pd.DataFrame:
     """The frame plan_actions reads: the scores plus the snapshot columns channels may require."""
-    extras = snapshot.set_index("customer_id")[[c for c in POLICY_EXTRAS if c in snapshot.columns]]
-    frame = scores.join(extras.astype(bool), on="customer_id")
-    return frame
+    columns = [c for c in POLICY_EXTRAS if c in snapshot.columns]
+    ids = scores["customer_id"].to_numpy()
+    if len(ids) == len(snapshot) and np.array_equal(ids, snapshot["customer_id"].to_numpy()):
+        # Scores come in the snapshot's row order: take the columns by position (a join on a million
+        # text keys costs seconds).
+        frame = scores.copy(deep=False)
+        for c in columns:
+            frame[c] = snapshot[c].astype(bool).to_numpy()
+        return frame
+    extras = snapshot.set_index("customer_id")[columns]
+    return scores.join(extras.astype(bool), on="customer_id")
 
 
 def decide(
@@ -267,7 +300,7 @@ def explain_rows(
         reasons = {c: found[c].to_numpy() for c in found.columns}
     else:
         reasons = scorer.reasons(scorer.encode(rows))  # the SHAP columns only; the scores are known
-    out = scored.copy()
+    out = scored.copy(deep=False)  # the reason columns are replaced whole below, the rest is shared
     for c in [c for c in scorer.columns() if c.startswith("shap_reason_")]:
         col = out[c].to_numpy(dtype=object if out[c].dtype == object else float, copy=True)
         col[idx] = reasons[c]
@@ -287,21 +320,43 @@ def run_batch(
 ) -> BatchResult:
     """Run one scoring job end to end (module docstring) and return what it wrote."""
     from features.io import atomic_write_parquet
-    from serving.tiering import load_policy
 
     timer = _StepTimer(tqdm(total=7, desc=f"siyu score {cfg.cutoff}", unit="step", disable=not progress))
-    # The registry is read (and artifact checksums verified) while the engine builds the snapshot: the
-    # two wait on different things, and the snapshot query does not hold the GIL.
-    with ThreadPoolExecutor(1, thread_name_prefix="siyu-models") as pool:
+    # Side work on threads: the registry is read (artifact checksums verified) while the engine builds
+    # the snapshot, and a snapshot built tonight is saved while the job scores. Neither holds the GIL for
+    # long (a DuckDB query, parquet encoding); the job waits for both.
+    with ThreadPoolExecutor(2, thread_name_prefix="siyu-score") as pool:
         loading = pool.submit(load_champions, cfg.alias) if models is None else None
         with timer("snapshot"):
-            snapshot, reused = snapshot_at(cfg.data_dir, cfg.cutoff, cfg.engine)
-            snapshot = snapshot.sort_values("customer_id", kind="stable").reset_index(drop=True)
+            snapshot, reused, saving = _snapshot(cfg.data_dir, cfg.cutoff, cfg.engine, pool)
+            snapshot = in_customer_order(snapshot)
         with timer("models"):
             models = loading.result() if loading is not None else models
             scorer = Scorer.fit(
                 models, snapshot, cfg.cutoff, ScoringConfig(trees=cfg.scoring_trees(len(snapshot)))
             )
+        table = _score_and_decide(cfg, scorer, snapshot, spark, progress, timer)
+        with timer("write"):
+            path = atomic_write_parquet(table, cfg.out)
+            if saving is not None:
+                saving.result()  # the snapshot is on disk (or its error raised) before the job reports
+    timer.bar.close()
+    actions = {str(k): int(v) for k, v in table["action"].value_counts().sort_index().items()}
+    echo(
+        f"scored {len(table):,} customers at {cfg.cutoff} with {_versions_text(models)} "
+        f"({'reused' if reused else 'built'} snapshot) → {path}"
+    )
+    echo("actions: " + ", ".join(f"{k} {v:,}" for k, v in actions.items()))
+    echo("seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in timer.seconds.items()))
+    return BatchResult(path, len(table), models.versions(), actions, reused, dict(timer.seconds))
+
+
+def _score_and_decide(
+    cfg: BatchConfig, scorer: Scorer, snapshot: pd.DataFrame, spark: Any, progress: bool, timer: _StepTimer
+) -> pd.DataFrame:
+    """Scores, decisions and the reasons of the contacted: the output table (steps prepare to reasons)."""
+    from serving.tiering import load_policy
+
     with timer("prepare"):
         scorer.prepare(explain=cfg.explain != "none")  # compiled boosters: cached per model version
     if cfg.engine == "spark" and spark is None:
@@ -323,17 +378,7 @@ def run_batch(
         table = assemble(scores, plan, scorer.columns())
     with timer("reasons"):
         table = explain_rows(scorer, snapshot, table, cfg.explain, use_spark)
-    with timer("write"):
-        path = atomic_write_parquet(table, cfg.out)
-    timer.bar.close()
-    actions = {str(k): int(v) for k, v in table["action"].value_counts().sort_index().items()}
-    echo(
-        f"scored {len(table):,} customers at {cfg.cutoff} with {_versions_text(models)} "
-        f"({'reused' if reused else 'built'} snapshot) → {path}"
-    )
-    echo("actions: " + ", ".join(f"{k} {v:,}" for k, v in actions.items()))
-    echo("seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in timer.seconds.items()))
-    return BatchResult(path, len(table), models.versions(), actions, reused, dict(timer.seconds))
+    return table
 
 
 class _StepTimer:

@@ -16,10 +16,11 @@ The math of every model lives in this file, each formula citing the equation it 
   likelihood of the mean spend eq. (1a), conditional expected mean spend eq. (5).
 
 Maximum likelihood runs on the data *collapsed* to distinct (x, t_x, T) rows with the number of
-customers as weights — the same likelihood, far fewer rows. Pareto/NBD, MBG/NBD and Gamma-Gamma use
-``lifetimes`` (0.11.3) fitters; BG/NBD, fitted on every cutoff of every training run, runs lifetimes'
-own procedure (time rescaling, start, BFGS, tolerance) on a closed-form gradient instead of autograd's
-(:class:`_BGNBDObjective`), and its estimates equal lifetimes' (tested on CDNOW).
+customers as weights — the same likelihood, far fewer rows. Pareto/NBD and MBG/NBD use ``lifetimes``
+(0.11.3) fitters; BG/NBD and Gamma-Gamma, fitted on every cutoff of every training run, run lifetimes'
+own procedure (time rescaling, start, BFGS, tolerance) on closed-form gradients instead of autograd's
+(:class:`_BGNBDObjective`, :class:`_GammaGammaObjective`), and their estimates equal lifetimes' (tested
+on CDNOW).
 Predictions are our own vectorised numpy closed forms (tested against lifetimes). Time is in
 whatever unit the data uses (weeks for CDNOW, days for siyu's histories); functions that convert
 to calendar months take ``time_unit_days`` (7 for weeks, 1 for days).
@@ -422,47 +423,17 @@ def _fit_escalating(
     raise BTYDFitError(f"{what}: every penalizer failed:\n  " + "\n  ".join(notes))
 
 
-class _BGNBDObjective:
-    """lifetimes' BG/NBD objective with its gradient written out: the weighted mean negative
-    log-likelihood of FHL (2005) eq. (6) in log-parameters on rescaled time, plus ``pen`` · Σ params².
+class _ClosedFormObjective:
+    """A lifetimes objective (weighted mean negative log-likelihood in log-parameters, plus ``pen`` ·
+    Σ params²) with its gradient written out: ``__call__(log_p) -> (value, gradient)``.
 
-    lifetimes differentiates the same expression with autograd on every evaluation; the closed-form
-    gradient (digamma terms, FHL 2005 section 7) costs a fraction of that, and the gamma-function terms
-    depend on the parameters and x only, so they are evaluated once per distinct x.
+    lifetimes differentiates the same expressions with autograd on every evaluation; the closed-form
+    gradients cost a fraction of that, and terms that depend on the parameters and x only are
+    evaluated once per distinct x.
     """
 
-    def __init__(self, x: np.ndarray, t_x: np.ndarray, T: np.ndarray, w: np.ndarray, pen: float):
-        self.ux, self.ix = np.unique(x, return_inverse=True)
-        self.x, self.t_x, self.T, self.pen = x, t_x, T, pen
-        self.w = w / w.sum()
-        self.repeat = x > 0
-        self.b_shift = np.maximum(x, 1) - 1  # b + max(x, 1) − 1, as lifetimes writes the fourth term
-
     def __call__(self, log_p: np.ndarray) -> tuple[float, np.ndarray]:
-        r, alpha, a, b = p = np.exp(log_p)
-        ux, ix, x, w = self.ux, self.ix, self.x, self.w
-        # Terms in x only, evaluated on the distinct x and gathered per row.
-        g = gammaln(r + ux) - gammaln(r) + gammaln(a + b) + gammaln(b + ux) - gammaln(b) - gammaln(a + b + ux)
-        d_r = digamma(r + ux) - digamma(r)
-        d_a = digamma(a + b) - digamma(a + b + ux)
-        d_b = d_a + digamma(b + ux) - digamma(b)
-        log_aT, log_at = np.log(alpha + self.T), np.log(alpha + self.t_x)
-        a3 = -(r + x) * log_aT
-        a4 = np.where(self.repeat, np.log(a) - np.log(b + self.b_shift) - (r + x) * log_at, -np.inf)
-        top = np.maximum(a3, a4)
-        e3, e4 = np.exp(a3 - top), np.exp(a4 - top)
-        ll = g[ix] + r * np.log(alpha) + top + np.log(e3 + e4)
-        w3, w4 = e3 / (e3 + e4), e4 / (e3 + e4)
-        grad_p = -np.array(
-            [
-                w @ (d_r[ix] + np.log(alpha) - w3 * log_aT - w4 * log_at),
-                w @ (r / alpha - (r + x) * (w3 / (alpha + self.T) + w4 / (alpha + self.t_x))),
-                w @ (d_a[ix] + w4 / a),
-                w @ (d_b[ix] - w4 / (b + self.b_shift)),
-            ]
-        )
-        value = -float(w @ ll) + self.pen * float(np.sum(p**2))
-        return value, (grad_p + 2 * self.pen * p) * p  # chain rule to log-parameters
+        raise NotImplementedError
 
     def hessian(self, log_p: np.ndarray, h: float = 1e-5) -> np.ndarray:
         """Central differences of the closed-form gradient."""
@@ -475,23 +446,112 @@ class _BGNBDObjective:
         return (H + H.T) / 2
 
 
+class _BGNBDObjective(_ClosedFormObjective):
+    """BG/NBD: FHL (2005) eq. (6) on rescaled time, as lifetimes' ``BetaGeoFitter`` writes it; the
+    gradient's digamma terms follow FHL 2005 section 7. The row loop is compiled
+    (:func:`training._btyd_kernel.bgnbd_terms`); the terms in x only are evaluated per distinct x here."""
+
+    def __init__(self, x: np.ndarray, t_x: np.ndarray, T: np.ndarray, w: np.ndarray, pen: float):
+        from training._btyd_kernel import bgnbd_terms  # numba: compiled (and cached) on first use
+
+        self._terms = bgnbd_terms
+        self.ux, ix = np.unique(x, return_inverse=True)
+        self.ix = ix.astype(np.int64).ravel()
+        self.x, self.t_x, self.T = (np.ascontiguousarray(v, dtype=np.float64) for v in (x, t_x, T))
+        self.pen = pen
+        self.w = np.ascontiguousarray(w / w.sum(), dtype=np.float64)
+        self.ux_shift = np.maximum(self.ux, 1) - 1  # b + max(x, 1) − 1, as lifetimes writes the fourth term
+
+    def __call__(self, log_p: np.ndarray) -> tuple[float, np.ndarray]:
+        r, alpha, a, b = p = np.exp(log_p)
+        ux = self.ux
+        g = gammaln(r + ux) - gammaln(r) + gammaln(a + b) + gammaln(b + ux) - gammaln(b) - gammaln(a + b + ux)
+        d_r = digamma(r + ux) - digamma(r)
+        d_a = digamma(a + b) - digamma(a + b + ux)
+        d_b = d_a + digamma(b + ux) - digamma(b)
+        terms = self._terms(
+            r, alpha, a, self.x, self.t_x, self.T, self.w, self.ix, g, d_r, d_a, d_b, b + self.ux_shift
+        )
+        sums = terms.sum(axis=1)  # numpy's pairwise sums: the same bits whatever the thread count
+        value = -float(sums[0]) + self.pen * float(np.sum(p**2))
+        return value, (-sums[1:] + 2 * self.pen * p) * p  # chain rule to log-parameters
+
+
+class _GammaGammaObjective(_ClosedFormObjective):
+    """Gamma-Gamma: note 025 eq. (1a), as lifetimes' ``GammaGammaFitter`` writes it. With P = p·x,
+    ∂/∂p = x (ψ(P+q) − ψ(P) + log m̄ + log x − log(x m̄ + γ)), ∂/∂q = ψ(P+q) − ψ(q) + log γ − log(x m̄ + γ),
+    ∂/∂γ = q/γ − (P+q)/(x m̄ + γ)."""
+
+    def __init__(self, x: np.ndarray, m: np.ndarray, w: np.ndarray, pen: float):
+        self.ux, self.ix = np.unique(x, return_inverse=True)
+        self.x, self.m, self.pen = x, m, pen
+        self.w = w / w.sum()
+        self.xm = x * m
+        self.log_mx = np.log(m) + np.log(x)
+        self.wx = self.w * x
+        self.w_log_m = float(self.w @ np.log(m))
+        self.w_x_log_mx = float(self.wx @ self.log_mx)
+
+    def __call__(self, log_p: np.ndarray) -> tuple[float, np.ndarray]:
+        p, q, v = params = np.exp(log_p)
+        ux, ix, w, wx = self.ux, self.ix, self.w, self.wx
+        # Terms in x only, evaluated on the distinct x and gathered per row.
+        g = gammaln(p * ux + q) - gammaln(p * ux)
+        psi_pq = digamma(p * ux + q)
+        d_p = ux * (psi_pq - digamma(p * ux))
+        L = np.log(self.xm + v)
+        wL, wxL = float(w @ L), float(wx @ L)
+        # Σ w (P − 1) log m̄ + P log x, with P = p·x, from the sums taken once
+        ll = float(w @ g[ix]) - gammaln(q) + q * np.log(v) + p * self.w_x_log_mx - self.w_log_m
+        ll -= p * wxL + q * wL
+        grad_p = -np.array(
+            [
+                float(w @ d_p[ix]) + self.w_x_log_mx - wxL,
+                float(w @ psi_pq[ix]) - digamma(q) + np.log(v) - wL,
+                q / v - float(w @ ((p * self.x + q) / (self.xm + v))),
+            ]
+        )
+        value = -ll + self.pen * float(np.sum(params**2))
+        return value, (grad_p + 2 * self.pen * params) * params  # chain rule to log-parameters
+
+
+def _minimize(objective: _ClosedFormObjective, k: int, what: str) -> np.ndarray:
+    """lifetimes' ``BaseFitter._fit`` on a closed-form gradient: BFGS from 0.1·1 in log-parameters,
+    tolerance 1e-7, ConvergenceError when scipy reports no success. Returns the log-parameters."""
+    from lifetimes.utils import ConvergenceError
+    from scipy.optimize import minimize
+
+    out = minimize(objective, x0=0.1 * np.ones(k), jac=True, method=None, tol=1e-7)
+    if not out.success:
+        raise ConvergenceError(f"{what} did not converge: {out.message}")
+    return out.x
+
+
 def _fit_bgnbd(
     x: np.ndarray, t_x: np.ndarray, T: np.ndarray, w: np.ndarray, pen: float
 ) -> tuple[np.ndarray, np.ndarray]:
     """lifetimes' ``BetaGeoFitter.fit`` (same rescaling of time, start, optimiser, tolerance and
     ConvergenceError) on the closed-form gradient; returns (r, α, a, b) and the Hessian of the total
     penalised negative log-likelihood in log-parameters."""
-    from lifetimes.utils import ConvergenceError, _scale_time
-    from scipy.optimize import minimize
+    from lifetimes.utils import _scale_time
 
     scale = _scale_time(T)
     objective = _BGNBDObjective(x, t_x * scale, T * scale, w, pen)
-    out = minimize(objective, x0=0.1 * np.ones(4), jac=True, method=None, tol=1e-7)
-    if not out.success:
-        raise ConvergenceError(f"BG/NBD did not converge: {out.message}")
-    params = np.exp(out.x)
+    log_p = _minimize(objective, 4, "BG/NBD")
+    params = np.exp(log_p)
     params[1] /= scale
-    return params, objective.hessian(out.x) * float(np.sum(w))
+    return params, objective.hessian(log_p) * float(np.sum(w))
+
+
+def _fit_gamma_gamma(
+    x: np.ndarray, m: np.ndarray, w: np.ndarray, pen: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """lifetimes' ``GammaGammaFitter.fit`` (same start, optimiser, tolerance and ConvergenceError) on
+    the closed-form gradient; returns (p, q, γ) and the Hessian of the total penalised negative
+    log-likelihood in log-parameters."""
+    objective = _GammaGammaObjective(x, m, w, pen)
+    log_p = _minimize(objective, 3, "Gamma-Gamma")
+    return np.exp(log_p), objective.hessian(log_p) * float(np.sum(w))
 
 
 def _total_hessian(fitter: Any, weights: np.ndarray) -> np.ndarray | None:
@@ -759,9 +819,7 @@ class GammaGammaModel:
         cx, cm, w = rows["x"].to_numpy(), rows["m"].to_numpy(), rows["w"].to_numpy()
 
         def fit_one(pen: float) -> tuple[np.ndarray, np.ndarray | None]:
-            fitter = _lifetimes_fitter("GammaGammaFitter", pen)
-            fitter.fit(cx, cm, weights=w)
-            return fitter.params_[list(self.param_names)].to_numpy(), _total_hessian(fitter, w)
+            return _fit_gamma_gamma(cx, cm, w, pen)
 
         params, hess, pen, fit_notes = _fit_escalating(
             fit_one, self.penalizer, self.penalizer_schedule, "gamma-gamma"

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from experiments.assignment import global_holdout_mask
 from features.io import snapshot_dir
-from serving.batch import BatchConfig, run_batch
+from serving.batch import BatchConfig, in_customer_order, policy_inputs, run_batch
 from serving.scoring import load_champions
 from serving.tiering import load_policy
 from siyu.cli import app
@@ -120,6 +120,24 @@ def test_explain_all_fills_every_churn_customer_and_changes_nothing_else(served_
     )
     same = [c for c in table.columns if not c.startswith("shap_reason_")]
     pd.testing.assert_frame_equal(full[same], table[same], check_exact=True)
+
+
+def test_snapshots_are_put_in_customer_order_without_a_copy_when_they_already_are() -> None:
+    ordered = pd.DataFrame({"customer_id": ["a", "b", "c"], "x": [1.0, 2.0, 3.0]})
+    assert in_customer_order(ordered) is ordered
+    shuffled = ordered.iloc[[2, 0, 1]]
+    fixed = in_customer_order(shuffled)
+    pd.testing.assert_frame_equal(fixed, ordered)
+    assert in_customer_order(ordered.set_index(pd.Index([5, 6, 7]))).index.tolist() == [0, 1, 2]
+
+
+def test_policy_inputs_are_the_same_whether_aligned_by_position_or_joined_by_id() -> None:
+    snap = pd.DataFrame({"customer_id": ["a", "b", "c"], "wecom_added": [1, 0, 1]})
+    scores = pd.DataFrame({"customer_id": ["a", "b", "c"], "p_churn": [0.1, 0.2, 0.3]})
+    aligned = policy_inputs(scores, snap)  # same order: by position
+    joined = policy_inputs(scores, snap.iloc[[2, 0, 1]])  # another order: by id
+    pd.testing.assert_frame_equal(aligned, joined)
+    assert aligned["wecom_added"].tolist() == [True, False, True]
 
 
 def test_score_reports_a_missing_champion_as_one_line(served_world, tmp_path):
