@@ -243,7 +243,8 @@ class EncodedItems:
 
     A request by id then joins the bytes of its rows: the scores are fixed until the next start, and
     building and encoding an item per customer was most of a batch request's time in the service.
-    The bytes equal :func:`_dumps` of the items :func:`result_items` builds (tested).
+    The bytes equal :func:`_dumps` of the items :func:`result_items` builds (tested). They take about
+    450 bytes a customer (some 450 MB for a million), in one buffer rather than a Python object each.
     """
 
     head: bytes  # the response up to the results list: cutoff and model versions
