@@ -484,13 +484,13 @@ class _GammaGammaObjective(_ClosedFormObjective):
 
     def __init__(self, x: np.ndarray, m: np.ndarray, w: np.ndarray, pen: float):
         self.ux, self.ix = np.unique(x, return_inverse=True)
-        self.x, self.m, self.pen = x, m, pen
+        self.x, self.pen = x, pen
         self.w = w / w.sum()
         self.xm = x * m
-        self.log_mx = np.log(m) + np.log(x)
         self.wx = self.w * x
+        # The terms in log m̄ and log x do not depend on the parameters: their weighted sums, once.
         self.w_log_m = float(self.w @ np.log(m))
-        self.w_x_log_mx = float(self.wx @ self.log_mx)
+        self.w_x_log_mx = float(self.wx @ (np.log(m) + np.log(x)))
 
     def __call__(self, log_p: np.ndarray) -> tuple[float, np.ndarray]:
         p, q, v = params = np.exp(log_p)
